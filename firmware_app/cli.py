@@ -1,0 +1,260 @@
+"""`blankfilter` command line: run, classify, stats, bench, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from firmware_app import __version__
+from firmware_app.config import DEFAULT_CONFIG_PATH, Config, describe, load_config
+from firmware_app.errors import BlankfilterError, ConfigError
+
+log = logging.getLogger("blankfilter")
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd the journal stamps time and unit itself.
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    overrides = list(args.set or [])
+    for flag, key in (("model", "model.path"), ("cutoff", "model.cutoff"), ("threads", "model.threads")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(str(value)) if flag == 'model' else value}")
+    if getattr(args, "edgetpu", False):
+        overrides.append("model.edgetpu=true")
+    return load_config(path, overrides)
+
+
+def add_common(parser: argparse.ArgumentParser, model_flags: bool = True) -> None:
+    parser.add_argument("--config", type=Path, help=f"TOML config (default: {DEFAULT_CONFIG_PATH} if it exists)")
+    parser.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)"
+    )
+    if model_flags:
+        parser.add_argument("--model", type=Path, help="model .tflite (its card .json beside it)")
+        parser.add_argument("--cutoff", type=float, help="p(non-blank) at or over which a frame is kept")
+        parser.add_argument("--threads", type=int, help="interpreter CPU threads")
+        parser.add_argument("--edgetpu", action="store_true", help="use the Coral Edge TPU if present")
+
+
+def load_model(config: Config):  # type: ignore[no-untyped-def]
+    from firmware_app.classifiers import load_classifier
+
+    m = config.model
+    return load_classifier(Path(m.path) if m.path else None, m.threads, m.edgetpu, m.runtime)
+
+
+# -- run ------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from firmware_app.ledger import Ledger
+    from firmware_app.pipeline import LedgerUnavailable, Pipeline, check_layout
+
+    config = config_from_args(args)
+    setup_logging(config.log.level)
+    check_layout(config)
+    classifier = load_model(config)
+    if not args.dry_run:
+        config.store.root.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(":memory:" if args.dry_run else config.ledger_path)
+    pipeline = Pipeline(config, classifier, ledger, dry_run=args.dry_run)
+    cutoff_from = "config" if config.model.cutoff is not None else "model card"
+    log.info(
+        "blankfilter %s: trap %s, model %s (%s), cutoff %.3f (%s), inbox %s, discard=%s%s",
+        __version__, config.trap.id, classifier.card.label, classifier.runtime, pipeline.cutoff, cutoff_from,
+        config.source.inbox, config.store.discard, ", DRY RUN: nothing is moved or deleted" if args.dry_run else "",
+    )  # fmt: skip
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the current frame, then stopping", signal.Signals(signum).name)
+        pipeline.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        summary = pipeline.run(once=args.once)
+    except LedgerUnavailable as exc:
+        log.error("%s", exc)
+        return EXIT_INCOMPLETE
+    finally:
+        ledger.close()
+    log.info("done: %s", summary.line())
+    if summary.failures:
+        log.error("%d frame(s) could not be stored and stay in the inbox:", len(summary.failures))
+        for line in summary.failures[:20]:
+            log.error("  %s", line)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+# -- classify -------------------------------------------------------------------------------------
+def iter_images(paths: list[Path], extensions: list[str]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        else:
+            yield path  # files named explicitly are tried whatever their ending
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from firmware_app.imaging import prepare_jpeg
+    from firmware_app.pipeline import imaging_settings
+
+    config = config_from_args(args)
+    setup_logging(config.log.level if not args.json else "warning")
+    classifier = load_model(config)
+    cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
+    settings = imaging_settings(config)
+    for path in iter_images(args.paths, config.source.extensions):
+        result: dict[str, object] = {"path": str(path), "score": None, "blank": None, "cutoff": cutoff, "gamma": None}
+        error = None
+        try:
+            prepared = prepare_jpeg(path.read_bytes(), classifier.card.input, settings)
+            score = classifier.score(prepared.pixels)
+            result.update(score=round(score, 5), blank=score < cutoff, gamma=prepared.gamma)
+        except OSError as exc:
+            error = f"cannot read: {exc.strerror or exc}"
+        except BlankfilterError as exc:
+            error = str(exc)
+        result["error"] = error
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            verdict = "error" if error else ("blank" if result["blank"] else "KEEP")
+            score_text = "  -   " if result["score"] is None else f"{result['score']:.4f}"
+            print(f"{score_text}  {verdict:5}  {path}" + (f"  ({error})" if error else ""), flush=True)
+    return EXIT_OK
+
+
+# -- stats ----------------------------------------------------------------------------------------
+def cmd_stats(args: argparse.Namespace) -> int:
+    from firmware_app.ledger import Ledger
+
+    config = config_from_args(args)
+    if not config.ledger_path.exists():
+        raise ConfigError(f"no ledger at {config.ledger_path} yet: `blankfilter run` creates it (store.root)")
+    ledger = Ledger(config.ledger_path)
+    stats = ledger.stats()
+    ledger.close()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ratio = "-" if stats["blank_ratio"] is None else f"{stats['blank_ratio']:.1%}"
+    console.print(
+        f"[bold]{config.ledger_path}[/]: {stats['frames']} frames in {stats['bursts']} bursts, "
+        f"blank ratio {ratio}, {stats['pending']} pending, {stats['skipped']} non-frame files skipped"
+    )
+    table = Table("day (UTC)", "frames", "blank", "non-blank", "failed (kept)")
+    for day, total, blank, nonblank, unknown in stats["days"]:
+        table.add_row(day, str(total), str(blank or 0), str(nonblank or 0), str(unknown or 0))
+    console.print(table)
+    actions = Table("action", "frames")
+    for action, count in sorted(stats["by_action"].items()):
+        actions.add_row(str(action), str(count))
+    console.print(actions)
+    for model, version, count in stats["models"]:
+        console.print(f"model {model} {version}: {count} frames")
+    for path, error in stats["recent_errors"]:
+        console.print(f"[yellow]{path}[/]: {error}")
+    return EXIT_OK
+
+
+# -- config ---------------------------------------------------------------------------------------
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        section = None
+        for dotted, default, help_text in describe():
+            name, key = dotted.split(".")
+            if name != section:
+                print(f"\n[{name}]")
+                section = name
+            if default is None:
+                print(f"# {key} =  # {help_text} (unset)")
+            else:
+                print(f"{key} = {json.dumps(str(default) if isinstance(default, Path) else default)}  # {help_text}")
+        return EXIT_OK
+    config = config_from_args(args)
+    print(f"{config.origin}: ok (trap {config.trap.id}, inbox {config.source.inbox}, store {config.store.root})")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from firmware_app.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blankfilter", description="On-device blank filter for camera traps.")
+    parser.add_argument("--version", action="version", version=f"blankfilter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="process the inbox: score, decide, keep or discard, record")
+    add_common(run)
+    run.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    run.add_argument("--dry-run", action="store_true", help="score and decide, but move, delete and record nothing")
+    run.set_defaults(func=cmd_run)
+
+    classify = sub.add_parser("classify", help="score images; never moves or deletes anything")
+    add_common(classify)
+    classify.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="JPEG files or folders")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    classify.set_defaults(func=cmd_classify)
+
+    stats = sub.add_parser("stats", help="summarise the ledger")
+    add_common(stats, model_flags=False)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+    config = sub.add_parser("config", help="check a config, or print every key with its default")
+    add_common(config, model_flags=False)
+    config.add_argument("--defaults", action="store_true", help="print all keys, defaults and meanings as TOML")
+    config.set_defaults(func=cmd_config)
+
+    bench = sub.add_parser("bench", help="time each stage on a folder of frames against a naive baseline")
+    add_common(bench)
+    bench.add_argument("--images", type=Path, required=True, help="folder of JPEG frames")
+    bench.add_argument("--repeat", type=int, default=3, help="passes over the folder (default 3)")
+    bench.add_argument("--json", action="store_true", help="machine-readable results")
+    bench.add_argument("--variant", choices=("reduced", "naive"), help=argparse.SUPPRESS)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BlankfilterError as exc:
+        print(f"blankfilter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

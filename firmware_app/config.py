@@ -1,0 +1,226 @@
+"""TOML config, validated at the edge: every key optional with a default, unknown keys rejected,
+every error naming the key, the bad value and where it came from (file or --set).
+
+The sections are dataclasses; their fields *are* the schema (type, default, `meta` for ranges
+and choices), so docs, validation and defaults cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from firmware_app.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/blankfilter/config.toml")
+TRAP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def meta(help: str, *, choices: tuple[str, ...] = (), lo: float | None = None, hi: float | None = None) -> Any:
+    return {"help": help, "choices": choices, "lo": lo, "hi": hi}
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta(help, **kw))
+    return field(default=default, metadata=meta(help, **kw))
+
+
+@dataclass(frozen=True)
+class TrapSection:
+    id: str = opt("trap-01", "trap name: MQTT topic segment and event field ([A-Za-z0-9_-], up to 64)")
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    kind: str = opt("folder", "where frames come from", choices=("folder",))
+    inbox: Path = opt(Path("/var/lib/blankfilter/inbox"), "folder the camera writes JPEGs into")
+    recursive: bool = opt(True, "also watch sub-folders (one per camera or card)")
+    extensions: list[str] = opt([".jpg", ".jpeg"], "file endings taken as frames (case-insensitive)")
+    watch: str = opt("auto", "inotify via watchdog, or polling", choices=("auto", "inotify", "poll"))
+    poll_s: float = opt(5.0, "rescan interval when polling, and the safety rescan with inotify", lo=0.1, hi=3600)
+    settle_s: float = opt(2.0, "a file is complete when closed, or unchanged in size for this long", lo=0.0, hi=600)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = opt("", "model .tflite; empty: the shipped model in models/")
+    cutoff: float | None = opt(None, "p(non-blank) at or over which a frame is kept; unset: the card's", lo=0.0, hi=1.0)
+    threads: int = opt(2, "CPU threads for the interpreter", lo=1, hi=64)
+    edgetpu: bool = opt(False, "use the Coral Edge TPU (MODEL_edgetpu.tflite), else fall back to the CPU")
+    runtime: str = opt("auto", "TFLite runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"))
+
+
+@dataclass(frozen=True)
+class ImagingSection:
+    gamma: str = opt("auto", "gamma-correct under/over-exposed frames", choices=("auto", "off"))
+    dark_below: float = opt(0.25, "mean luminance (0..1) under which a frame is brightened", lo=0.0, hi=1.0)
+    bright_above: float = opt(0.75, "mean luminance (0..1) over which a frame is darkened", lo=0.0, hi=1.0)
+    target_mean: float = opt(0.45, "mean luminance gamma aims for", lo=0.05, hi=0.95)
+    max_megapixels: float = opt(100.0, "larger frames are refused (decompression-bomb guard)", lo=1, hi=1000)
+
+
+@dataclass(frozen=True)
+class DecisionSection:
+    burst_gap_s: float = opt(10.0, "frames closer than this in capture time form one burst", lo=0.0, hi=3600)
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    root: Path = opt(Path("/var/lib/blankfilter"), "kept/, quarantine/, audit/, blank/ and ledger.db live here")
+    discard: str = opt("delete", "what happens to blanks", choices=("delete", "quarantine", "keep"))
+    audit_rate: float = opt(0.02, "share of blank bursts kept in audit/ to measure misses", lo=0.0, hi=1.0)
+    quarantine_max_mb: float = opt(1024.0, "quarantine size cap; oldest go first", lo=0, hi=10_000_000)
+    quarantine_max_days: float = opt(30.0, "quarantine age cap", lo=0, hi=3650)
+    min_free_mb: float = opt(200.0, "free-space floor: quarantine is pruned, then blanks deleted, to keep it", lo=0)
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = opt("info", "log level", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class Config:
+    trap: TrapSection = field(default_factory=TrapSection)
+    source: SourceSection = field(default_factory=SourceSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    imaging: ImagingSection = field(default_factory=ImagingSection)
+    decision: DecisionSection = field(default_factory=DecisionSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    log: LogSection = field(default_factory=LogSection)
+    origin: str = "defaults"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.store.root / "ledger.db"
+
+
+SECTIONS: dict[str, type] = {name: hint for name, hint in get_type_hints(Config).items() if name != "origin"}
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the file (if given), then each `--set section.key=value`."""
+    tree: dict[str, dict[str, tuple[Any, str]]] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        for section, keys in _read_toml(path).items():
+            if not isinstance(keys, dict):
+                raise ConfigError(f"{path}: '{section}' must be a [section] table, got {keys!r}")
+            for key, value in keys.items():
+                if isinstance(value, str) and _is_path_field(section, key) and value:
+                    value = str((path.parent / value).resolve()) if not Path(value).is_absolute() else value
+                tree.setdefault(section, {})[key] = (value, str(path))
+    for item in overrides or []:
+        section, key, value = _parse_override(item)
+        tree.setdefault(section, {})[key] = (value, f"--set {item}")
+    built = {name: _build_section(name, tree.pop(name, {})) for name in SECTIONS}
+    if tree:
+        section = next(iter(tree))
+        where = next(iter(tree[section].values()))[1]
+        raise ConfigError(f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+    config = Config(**built, origin=origin)
+    _cross_checks(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. store.discard=quarantine")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]  # numbers, booleans, lists, quoted strings
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word or path
+    return section, key, value
+
+
+def _is_path_field(section: str, key: str) -> bool:
+    cls = SECTIONS.get(section)
+    hints = get_type_hints(cls) if cls else {}
+    return hints.get(key) is Path or (section, key) == ("model", "path")
+
+
+def _build_section(name: str, given: dict[str, tuple[Any, str]]) -> Any:
+    cls = SECTIONS[name]
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, (value, where) in given.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {name}.{key}; known in [{name}]: {', '.join(known)}")
+        values[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata, where)
+    return cls(**values)
+
+
+def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> Any:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{where}: {dotted} = {value!r}: {why}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if hint in (int, float, float | None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("must be a number")
+        if hint is int and not isinstance(value, int):
+            raise bad("must be a whole number")
+        if info["lo"] is not None and value < info["lo"]:
+            raise bad(f"must be at least {info['lo']}")
+        if info["hi"] is not None and value > info["hi"]:
+            raise bad(f"must be at most {info['hi']}")
+        return value if hint is int else float(value)
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise bad("must be a non-empty path")
+        return Path(value)
+    if hint == list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad('must be a list of strings, e.g. [".jpg", ".jpeg"]')
+        return [v.lower() for v in value]
+    if not isinstance(value, str):
+        raise bad("must be a string")
+    if info["choices"] and value not in info["choices"]:
+        raise bad(f"must be one of {', '.join(info['choices'])}")
+    return value
+
+
+def _cross_checks(config: Config) -> None:
+    if not TRAP_ID_PATTERN.match(config.trap.id):
+        raise ConfigError(
+            f"{config.origin}: trap.id = {config.trap.id!r}: use letters, digits, '-' and '_' "
+            "(it becomes an MQTT topic segment)"
+        )
+    if config.imaging.dark_below >= config.imaging.bright_above:
+        raise ConfigError(
+            f"{config.origin}: imaging.dark_below ({config.imaging.dark_below}) must be under "
+            f"imaging.bright_above ({config.imaging.bright_above})"
+        )
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(section.key, default, help) for every key: what `blankfilter config --defaults` prints."""
+    rows = []
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            rows.append((f"{name}.{f.name}", default, f.metadata["help"]))
+    return rows

@@ -1,0 +1,88 @@
+"""Blank or not, per frame and per burst. Pure functions: no I/O, no clock, no randomness.
+
+A burst is the frames of one trigger. Camera traps shoot 3 or more frames a trigger and the animal
+is often in only one of them, so a burst is kept whole if any frame scores at or over the cutoff.
+A frame that could not be scored counts as non-blank: we fail open, never discard the unknown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored frame waiting for its burst to close."""
+
+    frame_id: int
+    path: str  # relative to the inbox
+    sha256: str
+    captured_ts: float
+    burst_hint: str | None  # a source-given burst id wins over time gaps
+    score: float | None  # None: scoring failed
+
+
+def camera_of(path: str) -> str:
+    """Frames in different sub-folders come from different cameras (or cards): never one burst."""
+    return str(PurePosixPath(path).parent)
+
+
+def group_bursts(frames: Sequence[Candidate], gap_s: float) -> list[list[Candidate]]:
+    """Split frames into bursts: same source burst id, or same camera and within `gap_s` of the previous."""
+    hinted: dict[tuple[str, str], list[Candidate]] = {}
+    by_camera: dict[str, list[Candidate]] = {}
+    for frame in frames:
+        if frame.burst_hint:
+            hinted.setdefault((camera_of(frame.path), frame.burst_hint), []).append(frame)
+        else:
+            by_camera.setdefault(camera_of(frame.path), []).append(frame)
+    bursts = [sorted(group, key=_order) for group in hinted.values()]
+    for camera_frames in by_camera.values():
+        current: list[Candidate] = []
+        for frame in sorted(camera_frames, key=_order):
+            if current and frame.captured_ts - current[-1].captured_ts > gap_s:
+                bursts.append(current)
+                current = []
+            current.append(frame)
+        if current:
+            bursts.append(current)
+    return sorted(bursts, key=lambda b: _order(b[0]))
+
+
+def _order(frame: Candidate) -> tuple[float, str]:
+    return frame.captured_ts, frame.path
+
+
+def is_blank(score: float | None, cutoff: float) -> bool:
+    """A frame is blank only when it was scored and scored under the cutoff."""
+    return score is not None and score < cutoff
+
+
+def burst_is_blank(burst: Sequence[Candidate], cutoff: float) -> bool:
+    return all(is_blank(frame.score, cutoff) for frame in burst)
+
+
+def burst_id(burst: Sequence[Candidate]) -> str:
+    """Stable across restarts: derived from the first frame, not from a counter."""
+    first = burst[0]
+    if first.burst_hint:
+        return first.burst_hint
+    return hashlib.sha256(f"{first.path}|{first.captured_ts:.3f}".encode()).hexdigest()[:16]
+
+
+def audit_pick(burst_key: str, rate: float) -> bool:
+    """Whether a blank burst goes to the audit sample: a hash, not a die roll, so a restart after
+    a crash makes the same choice and the sample stays reproducible."""
+    if rate <= 0:
+        return False
+    draw = int(hashlib.sha256(f"audit|{burst_key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return draw < rate
+
+
+def frame_decision(score: float | None, cutoff: float) -> str:
+    if score is None:
+        return "unknown"
+    return "blank" if score < cutoff else "nonblank"

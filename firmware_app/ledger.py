@@ -1,0 +1,260 @@
+"""The ledger: one SQLite row per frame, the single source of truth across crashes and power cuts.
+
+A frame moves through states, each committed before the next file operation:
+
+    scored   - hashed and scored (or failed); the file is still in the inbox, untouched
+    decided  - its burst was decided; action and destination are durable *before* any file moves
+    done     - the file operation finished (moved, deleted, or left where it was)
+
+After a crash, `scored` rows rejoin burst assembly and `decided` rows have their file operation
+replayed (idempotently), so no frame is lost and none is processed twice.
+WAL with synchronous=FULL: a committed decision survives a power cut, because a delete follows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    id            INTEGER PRIMARY KEY,
+    path          TEXT NOT NULL,      -- relative to the inbox, as found
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    captured_at   TEXT,               -- ISO 8601, from EXIF or the file time
+    captured_ts   REAL NOT NULL,      -- seconds, for burst gaps
+    time_source   TEXT NOT NULL,      -- exif | mtime | source
+    burst_hint    TEXT,               -- burst id given by the source, if any
+    burst         TEXT,               -- burst id assigned at decision time
+    score         REAL,               -- p(non-blank); NULL when scoring failed
+    cutoff        REAL,
+    gamma         REAL,
+    exposure      TEXT,               -- JSON: mean, shadows, highlights, greyscale
+    decision      TEXT,               -- blank | nonblank | unknown (failed: kept)
+    action        TEXT,               -- kept | failed_kept | deleted | quarantined | audit | blank_kept | left
+    dest          TEXT,               -- where the file went (relative to store root)
+    state         TEXT NOT NULL,      -- scored | decided | done
+    error         TEXT,
+    model         TEXT,
+    model_version TEXT,
+    seen_at       TEXT NOT NULL,
+    decided_at    TEXT,
+    done_at       TEXT,
+    UNIQUE (path, sha256)
+);
+CREATE INDEX IF NOT EXISTS frames_state ON frames(state);
+CREATE INDEX IF NOT EXISTS frames_action ON frames(action, done_at);
+CREATE TABLE IF NOT EXISTS skipped (
+    path   TEXT PRIMARY KEY,
+    size   INTEGER,
+    mtime  REAL,
+    reason TEXT NOT NULL,
+    at     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class NewFrame:
+    path: str
+    sha256: str
+    size: int
+    captured_at: str | None
+    captured_ts: float
+    time_source: str
+    burst_hint: str | None
+    score: float | None
+    gamma: float | None
+    exposure: dict[str, Any] | None
+    error: str | None
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    id: int
+    path: str
+    sha256: str
+    size: int
+    captured_at: str | None
+    captured_ts: float
+    burst_hint: str | None
+    score: float | None
+    decision: str | None
+    action: str | None
+    dest: str | None
+    state: str
+    error: str | None
+    model: str | None
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    frame_id: int
+    burst: str
+    decision: str
+    action: str
+    dest: str | None
+    cutoff: float
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- frames -----------------------------------------------------------------------------
+    def find(self, path: str, sha256: str) -> FrameRow | None:
+        row = self.db.execute("SELECT * FROM frames WHERE path = ? AND sha256 = ?", (path, sha256)).fetchone()
+        return _row(row) if row else None
+
+    def find_by_id(self, frame_id: int) -> FrameRow | None:
+        row = self.db.execute("SELECT * FROM frames WHERE id = ?", (frame_id,)).fetchone()
+        return _row(row) if row else None
+
+    def add(self, frame: NewFrame) -> int:
+        exposure = json.dumps(frame.exposure) if frame.exposure is not None else None
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
+                " score, gamma, exposure, error, model, model_version, state, seen_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scored', ?)",
+                (
+                    frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
+                    frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure,
+                    frame.error, frame.model, frame.model_version, now_iso(),
+                ),
+            )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    def in_state(self, state: str) -> list[FrameRow]:
+        rows = self.db.execute("SELECT * FROM frames WHERE state = ? ORDER BY captured_ts, path", (state,))
+        return [_row(r) for r in rows]
+
+    def decide(self, decisions: Iterable[Decision]) -> None:
+        """All frames of a burst in one transaction: the decision is durable before files move."""
+        at = now_iso()
+        with self.transaction() as db:
+            for d in decisions:
+                db.execute(
+                    "UPDATE frames SET burst = ?, decision = ?, action = ?, dest = ?, cutoff = ?,"
+                    " state = 'decided', decided_at = ? WHERE id = ? AND state = 'scored'",
+                    (d.burst, d.decision, d.action, d.dest, d.cutoff, at, d.frame_id),
+                )
+
+    def done(self, frame_id: int, action: str | None = None, dest: str | None = None, error: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE frames SET state = 'done', done_at = ?, action = COALESCE(?, action),"
+                " dest = CASE WHEN ? IS NULL THEN dest ELSE ? END,"
+                " error = CASE WHEN ? IS NULL THEN error ELSE COALESCE(error || '; ', '') || ? END WHERE id = ?",
+                (now_iso(), action, dest, dest, error, error, frame_id),
+            )
+
+    def note_error(self, frame_id: int, error: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE frames SET error = ? WHERE id = ?", (error, frame_id))
+
+    def set_action(self, frame_id: int, action: str, dest: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE frames SET action = ?, dest = ? WHERE id = ?", (action, dest, frame_id))
+
+    def quarantined(self) -> list[tuple[int, str, str, int]]:
+        """(id, dest, done_at, size) of frames still in quarantine, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, dest, done_at, size FROM frames"
+            " WHERE action = 'quarantined' AND state = 'done' ORDER BY done_at, id"
+        )
+        return [(r["id"], r["dest"], r["done_at"], r["size"]) for r in rows]
+
+    def expire(self, frame_id: int, why: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE frames SET action = 'quarantine_expired',"
+                " error = COALESCE(error || '; ', '') || ? WHERE id = ?",
+                (why, frame_id),
+            )
+
+    # -- skipped files ----------------------------------------------------------------------
+    def was_skipped(self, path: str, size: int, mtime: float) -> bool:
+        row = self.db.execute("SELECT size, mtime FROM skipped WHERE path = ?", (path,)).fetchone()
+        return bool(row) and row["size"] == size and row["mtime"] == mtime
+
+    def skip(self, path: str, size: int, mtime: float, reason: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)", (path, size, mtime, reason, now_iso()))
+
+    # -- summaries --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        db = self.db
+        by_action = dict(db.execute("SELECT COALESCE(action, state), COUNT(*) FROM frames GROUP BY 1").fetchall())
+        by_decision = dict(
+            db.execute("SELECT COALESCE(decision, 'pending'), COUNT(*) FROM frames GROUP BY 1").fetchall()
+        )
+        days = db.execute(
+            "SELECT substr(seen_at, 1, 10) AS day, COUNT(*),"
+            " SUM(decision = 'blank'), SUM(decision = 'nonblank'), SUM(decision = 'unknown')"
+            " FROM frames GROUP BY day ORDER BY day DESC LIMIT 14"
+        ).fetchall()
+        errors = db.execute(
+            "SELECT path, error FROM frames WHERE error IS NOT NULL ORDER BY id DESC LIMIT 10"
+        ).fetchall()
+        total = sum(by_decision.values())
+        decided = by_decision.get("blank", 0) + by_decision.get("nonblank", 0)
+        return {
+            "frames": total,
+            "by_decision": by_decision,
+            "by_action": by_action,
+            "blank_ratio": (by_decision.get("blank", 0) / decided) if decided else None,
+            "bursts": db.execute("SELECT COUNT(DISTINCT burst) FROM frames WHERE burst IS NOT NULL").fetchone()[0],
+            "pending": db.execute("SELECT COUNT(*) FROM frames WHERE state != 'done'").fetchone()[0],
+            "skipped": db.execute("SELECT COUNT(*) FROM skipped").fetchone()[0],
+            "models": [tuple(r) for r in db.execute("SELECT model, model_version, COUNT(*) FROM frames GROUP BY 1, 2")],
+            "days": [tuple(r) for r in days],
+            "recent_errors": [tuple(r) for r in errors],
+        }
+
+
+def _row(row: sqlite3.Row) -> FrameRow:
+    return FrameRow(
+        id=row["id"], path=row["path"], sha256=row["sha256"], size=row["size"],
+        captured_at=row["captured_at"], captured_ts=row["captured_ts"], burst_hint=row["burst_hint"],
+        score=row["score"], decision=row["decision"], action=row["action"], dest=row["dest"],
+        state=row["state"], error=row["error"], model=row["model"], model_version=row["model_version"],
+    )  # fmt: skip

@@ -1,0 +1,325 @@
+"""The trap's main loop: source -> imaging -> model -> decision -> store, with the ledger in between.
+
+Order of durability (why no frame is ever lost):
+1. a frame is hashed, scored and recorded (`scored`) while its file stays untouched in the inbox;
+2. its burst is decided and the action recorded (`decided`) in one transaction;
+3. only then is the file moved or deleted, and the row marked `done`.
+A crash anywhere replays from the ledger. A frame that cannot be decoded or scored is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from firmware_app.classifiers import Classifier
+from firmware_app.config import Config
+from firmware_app.decision import (
+    Candidate,
+    audit_pick,
+    burst_id,
+    burst_is_blank,
+    camera_of,
+    frame_decision,
+    group_bursts,
+)
+from firmware_app.errors import BlankfilterError, ImageError
+from firmware_app.imaging import ImagingSettings, prepare_jpeg
+from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
+from firmware_app.sources import Frame, Skipped
+from firmware_app.sources.folder import FolderSource
+from firmware_app.store import FrameVanished, Store
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_S, RETRY_MAX_S = 5.0, 600.0
+
+
+class LedgerUnavailable(BlankfilterError):
+    """The ledger cannot be written (disk full, read-only card): nothing may be moved or deleted."""
+
+
+@dataclass
+class RunSummary:
+    counts: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)  # file operations that could not finish
+
+    def line(self) -> str:
+        parts = [f"{k} {v}" for k, v in sorted(self.counts.items())]
+        return ", ".join(parts) if parts else "nothing new"
+
+
+def imaging_settings(config: Config) -> ImagingSettings:
+    im = config.imaging
+    return ImagingSettings(
+        gamma=im.gamma,
+        dark_below=im.dark_below,
+        bright_above=im.bright_above,
+        target_mean=im.target_mean,
+        max_pixels=int(im.max_megapixels * 1e6),
+    )
+
+
+class Pipeline:
+    def __init__(self, config: Config, classifier: Classifier, ledger: Ledger, dry_run: bool = False) -> None:
+        self.config = config
+        self.classifier = classifier
+        self.ledger = ledger
+        self.dry_run = dry_run
+        self.cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
+        self.settings = imaging_settings(config)
+        self.store = Store(config.store.root, config.source.inbox)
+        self.summary = RunSummary()
+        self.low_disk = False
+        self._pending: dict[int, Candidate] = {}
+        self._last_arrival: dict[str, float] = {}
+        self._retry_at: dict[int, tuple[float, float]] = {}  # frame id -> (when, backoff)
+        self._stop = threading.Event()
+
+    # -- entry points -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the current frame and return (SIGTERM, SIGINT)."""
+        self._stop.set()
+
+    def make_source(self) -> FolderSource:
+        src, root = self.config.source, self.config.store.root
+        exclude = tuple(root / d for d in ("kept", "audit", "quarantine", "blank"))
+        return FolderSource(src.inbox, src.extensions, src.recursive, src.watch, src.poll_s, src.settle_s, exclude)
+
+    def run(self, once: bool = False) -> RunSummary:
+        if not self.dry_run:
+            self.config.store.root.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        source = self.make_source()
+        source.start()
+        try:
+            while not self._stop.is_set():
+                self.guard_disk()
+                frames, skipped = source.ready(timeout=0.0 if once else 1.0)
+                self.note_skipped(skipped)
+                for frame in frames:
+                    if self._stop.is_set():
+                        break
+                    if not self.process(frame):
+                        source.release(frame.path)
+                self.close_bursts(flush=once and source.idle())
+                self.retry_unfinished()
+                if once and source.idle() and not frames:
+                    break
+        finally:
+            source.stop()
+        return self.summary
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Finish what a crash interrupted: replay decided actions, re-pend scored frames."""
+        for row in self.ledger.in_state("decided"):
+            log.info("resuming interrupted %s of %s", row.action, row.path)
+            self.apply(row)
+        for row in self.ledger.in_state("scored"):
+            if (self.config.source.inbox / row.path).exists():
+                self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score)
+            else:
+                self.ledger.done(row.id, action="vanished", error="file left the inbox before its burst was decided")
+
+    # -- per frame --------------------------------------------------------------------------
+    def process(self, frame: Frame) -> bool:
+        """Hash, score and record one frame. False when it must be offered again later."""
+        try:
+            stat = frame.path.stat()
+            data = frame.path.read_bytes()
+        except FileNotFoundError:
+            log.warning("%s vanished before it could be read (moved or deleted by someone else)", frame.rel)
+            return True
+        except OSError as exc:
+            log.error("%s: cannot read (%s); left in the inbox, will retry", frame.rel, exc.strerror or exc)
+            return False
+        sha = hashlib.sha256(data).hexdigest()
+        known = self.ledger.find(frame.rel, sha)
+        if known is not None:
+            if known.state == "done":
+                log.info("%s was already processed (%s): left alone, not processed twice", frame.rel, known.action)
+            return True
+        score, error, prepared = self.score(data, frame.rel)
+        captured = prepared.captured_at if prepared and prepared.captured_at else None
+        record = NewFrame(
+            path=frame.rel,
+            sha256=sha,
+            size=len(data),
+            captured_at=(captured or datetime.fromtimestamp(stat.st_mtime, UTC)).isoformat(),
+            captured_ts=captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime,
+            time_source="exif" if captured else "mtime",
+            burst_hint=frame.burst_hint,
+            score=score,
+            gamma=prepared.gamma if prepared else None,
+            exposure=asdict(prepared.exposure) if prepared else None,
+            error=error,
+            model=self.classifier.card.name,
+            model_version=self.classifier.card.version,
+        )
+        try:
+            frame_id = self.ledger.add(record)
+        except sqlite3.IntegrityError:
+            return True  # recorded by an earlier run between our find() and add(): already pending
+        except sqlite3.OperationalError as exc:
+            raise LedgerUnavailable(
+                f"cannot write the ledger {self.ledger.path} ({exc}); {frame.rel} and the rest of the inbox "
+                "are left untouched. Free space on the card (store.min_free_mb) or fix its permissions."
+            ) from exc
+        self.summary.counts["scored" if error is None else "failed"] += 1
+        self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score)
+        return True
+
+    def score(self, data: bytes, rel: str) -> tuple[float | None, str | None, object | None]:
+        try:
+            prepared = prepare_jpeg(data, self.classifier.card.input, self.settings)
+        except ImageError as exc:
+            log.warning("%s: %s; kept (fail open)", rel, exc)
+            return None, str(exc), None
+        try:
+            return self.classifier.score(prepared.pixels), None, prepared
+        except Exception as exc:
+            log.error("%s: scoring failed (%s); kept (fail open)", rel, exc)
+            return None, f"scoring failed: {exc}", prepared
+
+    def _pend(self, frame_id: int, rel: str, sha: str, ts: float, hint: str | None, score: float | None) -> None:
+        self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score)
+        self._last_arrival[camera_of(rel)] = time.monotonic()
+
+    def note_skipped(self, skipped: list[Skipped]) -> None:
+        for item in skipped:
+            st = item.path.stat() if item.path.exists() else None
+            size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
+            if not self.ledger.was_skipped(item.rel, size, mtime):
+                log.info("%s skipped: %s (left in place)", item.rel, item.reason)
+                self.ledger.skip(item.rel, size, mtime, item.reason)
+                self.summary.counts["skipped"] += 1
+
+    # -- per burst --------------------------------------------------------------------------
+    def close_bursts(self, flush: bool) -> None:
+        """Decide every burst that can no longer grow: all of them when flushing."""
+        bursts = group_bursts(list(self._pending.values()), self.config.decision.burst_gap_s)
+        last_of_camera = {camera_of(b[-1].path): id(b) for b in bursts}
+        quiet_s = max(self.config.decision.burst_gap_s, self.config.source.settle_s)
+        now = time.monotonic()
+        for burst in bursts:
+            camera = camera_of(burst[-1].path)
+            still_open = last_of_camera[camera] == id(burst) and now - self._last_arrival.get(camera, 0) < quiet_s
+            if still_open and not flush:
+                continue
+            self.decide(burst)
+
+    def decide(self, burst: list[Candidate]) -> None:
+        blank = burst_is_blank(burst, self.cutoff)
+        key = burst_id(burst)
+        if not blank:
+            actions = ["failed_kept" if f.score is None else "kept" for f in burst]
+        elif audit_pick(key, self.config.store.audit_rate) and not self.low_disk:
+            actions = ["audit"] * len(burst)
+        else:
+            actions = [self.discard_action()] * len(burst)
+        decisions = []
+        for frame, action in zip(burst, actions, strict=True):
+            dest = self.store.destination(action, frame.path, frame.sha256)
+            decisions.append(
+                Decision(frame.frame_id, key, frame_decision(frame.score, self.cutoff), action, dest, self.cutoff)
+            )
+        self.ledger.decide(decisions)
+        for frame in burst:
+            del self._pending[frame.frame_id]
+            row = self.ledger.find_by_id(frame.frame_id)
+            if row is not None:
+                self.apply(row)
+
+    def discard_action(self) -> str:
+        mode = self.config.store.discard
+        if self.low_disk and mode != "delete":
+            return "deleted"  # the free-space floor wins: a full card would stop the animals too
+        return {"delete": "deleted", "quarantine": "quarantined", "keep": "blank_kept"}[mode]
+
+    # -- file operations --------------------------------------------------------------------
+    def apply(self, row: FrameRow) -> None:
+        """Carry out a decided row's file operation; on failure the frame stays in the inbox."""
+        if self.dry_run:
+            log.info("dry run: %s %s (score %s)", row.action, row.path, _fmt(row.score))
+            self.ledger.done(row.id)
+            self.summary.counts[row.action or "?"] += 1
+            return
+        try:
+            if row.action == "deleted":
+                self.store.delete(row.path)
+            elif row.dest:
+                self.store.move(row.path, row.dest, row.sha256)
+        except FrameVanished as exc:
+            log.warning("%s", exc)
+            self.ledger.done(row.id, action="vanished", error=str(exc))
+            self.summary.counts["vanished"] += 1
+            return
+        except OSError as exc:
+            self._failed(row, exc)
+            return
+        self._retry_at.pop(row.id, None)
+        self.ledger.done(row.id)
+        self.summary.counts[row.action or "?"] += 1
+        log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
+
+    def _failed(self, row: FrameRow, exc: OSError) -> None:
+        where = exc.filename or self.config.store.root
+        message = f"{row.action} failed: {exc.strerror or exc} ({where}); the frame stays in the inbox"
+        _, backoff = self._retry_at.get(row.id, (0.0, RETRY_MIN_S / 2))
+        backoff = min(backoff * 2, RETRY_MAX_S)
+        self._retry_at[row.id] = (time.monotonic() + backoff, backoff)
+        log.error("%s: %s; retry in %.0f s", row.path, message, backoff)
+        self.summary.failures.append(f"{row.path}: {message}")
+        # The ledger may sit on the failing disk itself; the log line above still says it.
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.ledger.note_error(row.id, message)
+
+    def retry_unfinished(self) -> None:
+        now = time.monotonic()
+        for frame_id, (when, _) in list(self._retry_at.items()):
+            if when <= now:
+                row = self.ledger.find_by_id(frame_id)
+                if row is not None and row.state == "decided":
+                    self.apply(row)
+                else:
+                    self._retry_at.pop(frame_id, None)
+
+    def guard_disk(self) -> None:
+        """Keep store.min_free_mb free: prune quarantine first, then stop keeping blanks."""
+        if self.dry_run:
+            return
+        st = self.config.store
+        self.store.prune_quarantine(self.ledger, st.quarantine_max_mb, st.quarantine_max_days, st.min_free_mb)
+        free = self.store.free_mb()
+        low = free < st.min_free_mb
+        if low and not self.low_disk:
+            log.warning(
+                "disk nearly full: %.0f MB free under store.min_free_mb = %.0f: blanks are deleted, "
+                "not quarantined, kept or audited, until space returns",
+                free,
+                st.min_free_mb,
+            )
+        elif self.low_disk and not low:
+            log.info("disk space back to %.0f MB free: store.discard = %s again", free, st.discard)
+        self.low_disk = low
+
+
+def _fmt(score: float | None) -> str:
+    return "failed" if score is None else f"{score:.3f}"
+
+
+def check_layout(config: Config) -> None:
+    """The inbox must not contain the store's folders: kept frames would be picked up again."""
+    inbox, root = config.source.inbox.resolve(), config.store.root.resolve()
+    if root.is_relative_to(inbox) and root != inbox:
+        raise BlankfilterError(f"store.root {root} is inside source.inbox {inbox}: put them side by side")
+    if inbox == root:
+        raise BlankfilterError(f"source.inbox and store.root are the same folder ({inbox}): use {root}/inbox")
