@@ -75,7 +75,7 @@ def prepare_jpeg(data: bytes, spec: InputSpec, settings: ImagingSettings) -> Pre
     """Decode JPEG bytes as small as the model allows and return the model's pixels."""
     image, source_size, captured_at = decode_jpeg(data, (spec.width, spec.height), settings)
     decoded_size = image.size
-    return _finish(image, spec, settings, source_size, decoded_size, captured_at)
+    return finish(image, spec, settings, source_size, decoded_size, captured_at)
 
 
 def prepare_array(rgb: np.ndarray, spec: InputSpec, settings: ImagingSettings) -> Prepared:
@@ -83,7 +83,7 @@ def prepare_array(rgb: np.ndarray, spec: InputSpec, settings: ImagingSettings) -
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
     image = Image.fromarray(rgb, "RGB")
-    return _finish(image, spec, settings, image.size, image.size, None)
+    return finish(image, spec, settings, image.size, image.size, None)
 
 
 def decode_jpeg(
@@ -141,7 +141,7 @@ def exif_capture_time(exif: Image.Exif) -> datetime | None:
     return stamp
 
 
-def _finish(
+def finish(
     image: Image.Image,
     spec: InputSpec,
     settings: ImagingSettings,
@@ -149,6 +149,7 @@ def _finish(
     decoded_size: tuple[int, int],
     captured_at: datetime | None,
 ) -> Prepared:
+    """Decoded upright RGB image -> model pixels: resize, measure exposure, apply gamma."""
     pixels = np.asarray(resize_to_input(image, spec))
     exposure = exposure_stats(pixels)
     gamma = choose_gamma(exposure, settings)

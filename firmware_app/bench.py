@@ -1,0 +1,189 @@
+"""`blankfilter bench`: per-stage medians on real frames, the trap's path against a naive baseline.
+
+Each variant runs in its own process, so its peak RSS is its own:
+- reduced: what the trap does (JPEG DCT-scaled decode straight to about the model's size);
+- naive:   full-resolution decode, then resize (what most scripts do).
+Everything after decoding (resize, exposure, gamma, inference, ledger + file move) is the same
+code in both, so the ratio isolates the decode strategy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from firmware_app.errors import ConfigError
+from firmware_app.imaging import ImagingSettings, decode_jpeg, finish
+from firmware_app.modelcard import InputSpec
+
+STAGES = ("read+hash", "decode", "preprocess", "inference", "decide+store")
+NON_MODEL = ("read+hash", "decode", "preprocess", "decide+store")
+
+
+def decode_naive(data: bytes, want: tuple[int, int], settings: ImagingSettings) -> Image.Image:
+    """The baseline: decode every pixel of the full-resolution frame."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    upright = ImageOps.exif_transpose(image) or image
+    return upright.convert("RGB")
+
+
+def run_variant(args: argparse.Namespace) -> dict[str, Any]:
+    from firmware_app.cli import config_from_args, load_model
+    from firmware_app.ledger import Decision, Ledger, NewFrame
+    from firmware_app.pipeline import imaging_settings
+    from firmware_app.store import Store
+
+    config = config_from_args(args)
+    classifier = load_model(config)
+    settings = imaging_settings(config)
+    spec: InputSpec = classifier.card.input
+    files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise ConfigError(f"--images {args.images}: no JPEG frames found")
+    times: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    with tempfile.TemporaryDirectory(prefix="blankfilter-bench-") as tmp:
+        inbox, root = Path(tmp, "inbox"), Path(tmp, "store")
+        inbox.mkdir()
+        root.mkdir()
+        ledger, store = Ledger(root / "ledger.db"), Store(root, inbox)
+        for rep in range(args.repeat + 1):  # pass 0 warms caches and is not counted
+            for n, path in enumerate(files):
+                rel = f"r{rep}-{n}-{path.name}"
+                shutil.copyfile(path, inbox / rel)
+                lap = _Lap()
+                data = (inbox / rel).read_bytes()
+                sha = hashlib.sha256(data).hexdigest()
+                lap("read+hash")
+                if args.variant == "naive":
+                    image = decode_naive(data, (spec.width, spec.height), settings)
+                    size, captured = image.size, None
+                else:
+                    image, size, captured = decode_jpeg(data, (spec.width, spec.height), settings)
+                lap("decode")
+                prepared = finish(image, spec, settings, size, image.size, captured)
+                lap("preprocess")
+                score = classifier.score(prepared.pixels)
+                lap("inference")
+                frame_id = ledger.add(
+                    NewFrame(rel, sha, len(data), None, 0.0, "mtime", None, score, prepared.gamma, None, None, "b", "1")
+                )
+                action = "kept" if score >= classifier.card.cutoff else "deleted"
+                dest = store.destination(action, rel, sha)
+                ledger.decide([Decision(frame_id, rel, "x", action, dest, classifier.card.cutoff)])
+                if dest:
+                    store.move(rel, dest, sha)
+                else:
+                    store.delete(rel)
+                ledger.done(frame_id)
+                lap("decide+store")
+                if rep > 0:
+                    for stage, seconds in lap.laps.items():
+                        times[stage].append(seconds)
+        ledger.close()
+    medians = {stage: statistics.median(values) * 1000 for stage, values in times.items()}
+    per_frame = [sum(times[s][i] for s in STAGES) for i in range(len(times["decode"]))]
+    return {
+        "variant": args.variant,
+        "frames": len(per_frame),
+        "files": len(files),
+        "source_size": list(size),
+        "model": classifier.card.label,
+        "runtime": classifier.runtime,
+        "threads": config.model.threads,
+        "median_ms": medians,
+        "frame_ms": statistics.median(per_frame) * 1000,
+        "frames_per_s": len(per_frame) / sum(per_frame),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+class _Lap:
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self.last
+        self.last = now
+
+
+def spawn(variant: str, argv: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "firmware_app", "bench", *argv, "--variant", variant, "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"bench variant {variant} failed:\n{done.stderr.strip()}")
+    return dict(json.loads(done.stdout))
+
+
+def render(reduced: dict[str, Any], naive: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    """A Markdown table (it goes into the README as is)."""
+
+    def row(name: str, a: float, b: float, unit: str = "ms", digits: int = 1) -> None:
+        ratio = f"{b / a:.2f}x" if a else "-"
+        out(f"| {name} | {a:.{digits}f} {unit} | {b:.{digits}f} {unit} | {ratio} |")
+
+    def share(r: dict[str, Any]) -> float:
+        non_model = sum(r["median_ms"][s] for s in NON_MODEL)
+        return 100 * non_model / (non_model + r["median_ms"]["inference"])
+
+    out(
+        f"{reduced['files']} frames ({reduced['source_size'][0]}x{reduced['source_size'][1]}), "
+        f"{reduced['frames']} timed per variant; model {reduced['model']} on {reduced['runtime']}, "
+        f"{reduced['threads']} thread(s)\n"
+    )
+    out("| stage (median per frame) | trap (reduced decode) | naive baseline (full decode) | naive / trap |")
+    out("| --- | --- | --- | --- |")
+    for stage in STAGES:
+        row(stage, reduced["median_ms"][stage], naive["median_ms"][stage])
+    dp = [r["median_ms"]["decode"] + r["median_ms"]["preprocess"] for r in (reduced, naive)]
+    row("**decode+preprocess**", dp[0], dp[1])
+    row("whole frame", reduced["frame_ms"], naive["frame_ms"])
+    out(
+        f"| non-model share of a frame | {share(reduced):.0f} % | {share(naive):.0f} % | "
+        f"{share(naive) / share(reduced):.2f}x |"
+    )
+    row("frames/s", reduced["frames_per_s"], naive["frames_per_s"], unit="", digits=2)
+    row("peak RSS", reduced["peak_rss_mb"], naive["peak_rss_mb"], unit="MB", digits=0)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return 0
+    results = {variant: spawn(variant, _child_args(args)) for variant in ("reduced", "naive")}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        render(results["reduced"], results["naive"])
+    return 0
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The bench arguments again, for the child processes."""
+    argv = ["--images", str(args.images), "--repeat", str(args.repeat)]
+    if args.config:
+        argv += ["--config", str(args.config)]
+    for item in args.set or []:
+        argv += ["--set", item]
+    for flag in ("model", "cutoff", "threads"):
+        if getattr(args, flag, None) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    if args.edgetpu:
+        argv.append("--edgetpu")
+    return argv
