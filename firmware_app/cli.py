@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,16 @@ def load_model(config: Config):  # type: ignore[no-untyped-def]
 
 
 # -- run ------------------------------------------------------------------------------------------
+def disk_note(folder: Path) -> str:
+    """'; the disk is full (0.0 MB free)' when it is: SQLite may only say 'disk I/O error'."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    free_mb = st.f_bavail * st.f_frsize / 1e6
+    return f"; the disk is full ({free_mb:.1f} MB free)" if free_mb < 1 else ""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from firmware_app.ledger import Ledger
     from firmware_app.pipeline import LedgerUnavailable, Pipeline, check_layout
@@ -75,7 +86,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     classifier = load_model(config)
     if not args.dry_run:
         config.store.root.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(":memory:" if args.dry_run else config.ledger_path)
+    try:
+        ledger = Ledger(":memory:" if args.dry_run else config.ledger_path)
+    except sqlite3.Error as exc:  # a full or read-only card: no ledger, so nothing may move
+        log.error(
+            "cannot open the ledger %s (%s%s); nothing was moved or deleted: every frame in %s is left "
+            "untouched. Free space on the card (store.min_free_mb) or fix its permissions.",
+            config.ledger_path, exc, disk_note(config.store.root), config.source.inbox,
+        )  # fmt: skip
+        return EXIT_INCOMPLETE
     pipeline = Pipeline(config, classifier, ledger, dry_run=args.dry_run)
     cutoff_from = "config" if config.model.cutoff is not None else "model card"
     log.info(
@@ -98,6 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     log.info("done: %s", summary.line())
+    if pipeline.waiting:
+        log.info(
+            "%d frame(s) wait in the inbox for their burst to close: the next start decides them", pipeline.waiting
+        )
     if summary.failures:
         log.error("%d frame(s) could not be stored and stay in the inbox:", len(summary.failures))
         for line in summary.failures[:20]:

@@ -119,13 +119,14 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     for item in overrides or []:
         section, key, value = _parse_override(item)
         tree.setdefault(section, {})[key] = (value, f"--set {item}")
+    origins = {f"{section}.{key}": where for section, keys in tree.items() for key, (_, where) in keys.items()}
     built = {name: _build_section(name, tree.pop(name, {})) for name in SECTIONS}
     if tree:
         section = next(iter(tree))
         where = next(iter(tree[section].values()))[1]
         raise ConfigError(f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
     config = Config(**built, origin=origin)
-    _cross_checks(config)
+    _cross_checks(config, origins)
     return config
 
 
@@ -203,15 +204,17 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
     return value
 
 
-def _cross_checks(config: Config) -> None:
+def _cross_checks(config: Config, origins: dict[str, str]) -> None:
+    """Checks across keys; errors name where each value came from (file, --set or defaults)."""
     if not TRAP_ID_PATTERN.match(config.trap.id):
         raise ConfigError(
-            f"{config.origin}: trap.id = {config.trap.id!r}: use letters, digits, '-' and '_' "
+            f"{origins.get('trap.id', 'defaults')}: trap.id = {config.trap.id!r}: use letters, digits, '-' and '_' "
             "(it becomes an MQTT topic segment)"
         )
     if config.imaging.dark_below >= config.imaging.bright_above:
+        where = dict.fromkeys(origins.get(k, "defaults") for k in ("imaging.dark_below", "imaging.bright_above"))
         raise ConfigError(
-            f"{config.origin}: imaging.dark_below ({config.imaging.dark_below}) must be under "
+            f"{', '.join(where)}: imaging.dark_below ({config.imaging.dark_below}) must be under "
             f"imaging.bright_above ({config.imaging.bright_above})"
         )
 

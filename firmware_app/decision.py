@@ -78,7 +78,7 @@ def audit_pick(burst_key: str, rate: float) -> bool:
     a crash makes the same choice and the sample stays reproducible."""
     if rate <= 0:
         return False
-    draw = int(hashlib.sha256(f"audit|{burst_key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    draw = int(hashlib.sha256(f"audit|{burst_key}".encode()).hexdigest()[:8], 16) / 0x100000000  # [0, 1)
     return draw < rate
 
 

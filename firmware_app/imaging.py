@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from firmware_app.errors import ImageError
 from firmware_app.modelcard import InputSpec
@@ -95,7 +95,7 @@ def decode_jpeg(
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("not an image file (no known image header)") from None
+        raise ImageError(why_unidentified(data)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"unreadable image header: {exc}") from None
     if image.format != "JPEG":
@@ -103,7 +103,7 @@ def decode_jpeg(
     width, height = image.size
     if width * height > settings.max_pixels:
         raise ImageError(
-            f"{width}x{height} = {width * height / 1e6:.0f} MP is over imaging.max_pixels "
+            f"{width}x{height} = {width * height / 1e6:.0f} MP is over imaging.max_megapixels "
             f"({settings.max_pixels / 1e6:.0f} MP): refused as a possible decompression bomb"
         )
     exif = image.getexif()
@@ -123,6 +123,17 @@ def decode_jpeg(
     if upright.mode != "RGB":
         upright = upright.convert("RGB")  # L (greyscale, IR), CMYK, YCCK
     return upright, (width, height), exif_capture_time(exif)
+
+
+def why_unidentified(data: bytes) -> str:
+    """Why Pillow recognised no format: a JPEG it cannot handle (12/16-bit, damaged header) says so."""
+    if data[:3] != b"\xff\xd8\xff":
+        return "not an image file (no known image header)"
+    try:
+        JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    except Exception as exc:  # only to word the message: Pillow raises SyntaxError, OSError, struct.error...
+        return f"unsupported or damaged JPEG header: {exc}"
+    return "unsupported or damaged JPEG header"
 
 
 def exif_capture_time(exif: Image.Exif) -> datetime | None:

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS frames (
     action        TEXT,               -- kept | failed_kept | deleted | quarantined | audit | blank_kept | left
     dest          TEXT,               -- where the file went (relative to store root)
     state         TEXT NOT NULL,      -- scored | decided | done
-    error         TEXT,
+    error         TEXT,               -- why the frame could not be decoded or scored
+    store_error   TEXT,               -- why its file operation has not finished yet (cleared when it has)
     model         TEXT,
     model_version TEXT,
     seen_at       TEXT NOT NULL,
@@ -102,6 +103,7 @@ class FrameRow:
     dest: str | None
     state: str
     error: str | None
+    store_error: str | None
     model: str | None
     model_version: str | None
 
@@ -187,9 +189,14 @@ class Ledger:
                 (now_iso(), action, dest, dest, error, error, frame_id),
             )
 
-    def note_error(self, frame_id: int, error: str) -> None:
+    def note_error(self, frame_id: int, error: str | None) -> None:
         with self.transaction() as db:
             db.execute("UPDATE frames SET error = ? WHERE id = ?", (error, frame_id))
+
+    def note_store_error(self, frame_id: int, error: str | None) -> None:
+        """Why a decided frame's file operation failed (it stays in the inbox); None once it worked."""
+        with self.transaction() as db:
+            db.execute("UPDATE frames SET store_error = ? WHERE id = ?", (error, frame_id))
 
     def set_action(self, frame_id: int, action: str, dest: str | None) -> None:
         with self.transaction() as db:
@@ -233,7 +240,8 @@ class Ledger:
             " FROM frames GROUP BY day ORDER BY day DESC LIMIT 14"
         ).fetchall()
         errors = db.execute(
-            "SELECT path, error FROM frames WHERE error IS NOT NULL ORDER BY id DESC LIMIT 10"
+            "SELECT path, COALESCE(store_error, error) FROM frames"
+            " WHERE error IS NOT NULL OR store_error IS NOT NULL ORDER BY id DESC LIMIT 10"
         ).fetchall()
         total = sum(by_decision.values())
         decided = by_decision.get("blank", 0) + by_decision.get("nonblank", 0)
@@ -252,9 +260,4 @@ class Ledger:
 
 
 def _row(row: sqlite3.Row) -> FrameRow:
-    return FrameRow(
-        id=row["id"], path=row["path"], sha256=row["sha256"], size=row["size"],
-        captured_at=row["captured_at"], captured_ts=row["captured_ts"], burst_hint=row["burst_hint"],
-        score=row["score"], decision=row["decision"], action=row["action"], dest=row["dest"],
-        state=row["state"], error=row["error"], model=row["model"], model_version=row["model_version"],
-    )  # fmt: skip
+    return FrameRow(**{f.name: row[f.name] for f in fields(FrameRow)})

@@ -10,6 +10,7 @@ A crash anywhere replays from the ledger. A frame that cannot be decoded or scor
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import sqlite3
@@ -31,11 +32,11 @@ from firmware_app.decision import (
     group_bursts,
 )
 from firmware_app.errors import BlankfilterError, ImageError
-from firmware_app.imaging import ImagingSettings, prepare_jpeg
+from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
-from firmware_app.store import FrameVanished, Store
+from firmware_app.store import FrameVanished, Store, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,25 @@ class Pipeline:
         self._last_arrival: dict[str, float] = {}
         self._retry_at: dict[int, tuple[float, float]] = {}  # frame id -> (when, backoff)
         self._stop = threading.Event()
+        self._source: FolderSource | None = None
 
     # -- entry points -----------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish the current frame and return (SIGTERM, SIGINT)."""
+        """Ask the loop to finish the current frame and return (SIGTERM, SIGINT).
+
+        The loop may be asleep in the source for a long while (no fixed tick), so the source is
+        woken too, from a helper thread: this runs in a signal handler, where taking the source's
+        lock could deadlock against the main thread it interrupted.
+        """
         self._stop.set()
+        source = self._source
+        if source is not None:
+            threading.Thread(target=source.wake, name="stop-wake", daemon=True).start()
+
+    @property
+    def waiting(self) -> int:
+        """Frames scored but not decided yet (their burst was still open when the loop stopped)."""
+        return len(self._pending)
 
     def make_source(self) -> FolderSource:
         src, root = self.config.source, self.config.store.root
@@ -97,19 +112,21 @@ class Pipeline:
         if not self.dry_run:
             self.config.store.root.mkdir(parents=True, exist_ok=True)
         self.recover()
-        source = self.make_source()
+        source = self._source = self.make_source()
         source.start()
         try:
             while not self._stop.is_set():
                 self.guard_disk()
-                frames, skipped = source.ready(timeout=0.0 if once else 1.0)
+                frames, skipped = source.ready(timeout=0.0 if once else self.idle_timeout())
                 self.note_skipped(skipped)
                 for frame in frames:
                     if self._stop.is_set():
                         break
                     if not self.process(frame):
                         source.release(frame.path)
-                self.close_bursts(flush=once and source.idle())
+                # Stopped part-way through the frames: the open bursts may still have frames in the
+                # inbox, so they are left undecided ('scored'); the next start decides them whole.
+                self.close_bursts(flush=once and source.idle() and not self._stop.is_set())
                 self.retry_unfinished()
                 if once and source.idle() and not frames:
                     break
@@ -134,6 +151,8 @@ class Pipeline:
         """Hash, score and record one frame. False when it must be offered again later."""
         try:
             stat = frame.path.stat()
+            if self.ledger.was_skipped(frame.rel, stat.st_size, stat.st_mtime):
+                return True  # looked at before and left in place on purpose: do not re-read it every start
             data = frame.path.read_bytes()
         except FileNotFoundError:
             log.warning("%s vanished before it could be read (moved or deleted by someone else)", frame.rel)
@@ -145,7 +164,7 @@ class Pipeline:
         known = self.ledger.find(frame.rel, sha)
         if known is not None:
             if known.state == "done":
-                log.info("%s was already processed (%s): left alone, not processed twice", frame.rel, known.action)
+                self.drop_duplicate(frame, known, stat.st_size, stat.st_mtime)
             return True
         score, error, prepared = self.score(data, frame.rel)
         captured = prepared.captured_at if prepared and prepared.captured_at else None
@@ -177,7 +196,26 @@ class Pipeline:
         self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score)
         return True
 
-    def score(self, data: bytes, rel: str) -> tuple[float | None, str | None, object | None]:
+    def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
+        """The same bytes at the same path again (a card copied twice): never processed twice.
+
+        The copy is removed when the original's outcome still stands (it was deleted as blank, or a
+        byte-identical copy sits in the store); otherwise it is left in place and not looked at again.
+        """
+        stored = self.store.root / known.dest if known.dest else None
+        if known.action == "deleted" or (stored and stored.is_file() and sha256_of(stored) == known.sha256):
+            if not self.dry_run:
+                self.store.delete(frame.rel)
+            where = f"identical copy in {known.dest}" if known.dest else "deleted as blank"
+            log.info("%s was already processed (%s): removed this second copy", frame.rel, where)
+            self.summary.counts["duplicate"] += 1
+            return
+        reason = f"already processed ({known.action}), and its stored copy is gone: left in place"
+        log.warning("%s %s", frame.rel, reason)
+        if not self.dry_run:
+            self.ledger.skip(frame.rel, size, mtime, reason)
+
+    def score(self, data: bytes, rel: str) -> tuple[float | None, str | None, Prepared | None]:
         try:
             prepared = prepare_jpeg(data, self.classifier.card.input, self.settings)
         except ImageError as exc:
@@ -215,6 +253,19 @@ class Pipeline:
             if still_open and not flush:
                 continue
             self.decide(burst)
+
+    def idle_timeout(self) -> float:
+        """How long the loop may sleep: until an open burst could close or a retry is due.
+
+        A trap runs for months on a battery: no busy polling, no fixed 1 s tick.
+        """
+        quiet_s = max(self.config.decision.burst_gap_s, self.config.source.settle_s)
+        now = time.monotonic()
+        open_cameras = {camera_of(c.path) for c in self._pending.values()}
+        deadlines = [self._last_arrival.get(camera, now) + quiet_s for camera in open_cameras]
+        deadlines += [when for when, _ in self._retry_at.values()]
+        deadlines.append(now + 60.0)  # the disk guard and quarantine caps still get checked
+        return max(0.05, min(deadlines) - now)
 
     def decide(self, burst: list[Candidate]) -> None:
         blank = burst_is_blank(burst, self.cutoff)
@@ -266,12 +317,18 @@ class Pipeline:
             self._failed(row, exc)
             return
         self._retry_at.pop(row.id, None)
+        if row.store_error:  # done on a retry: the "stays in the inbox" note no longer holds
+            self.ledger.note_store_error(row.id, None)
         self.ledger.done(row.id)
         self.summary.counts[row.action or "?"] += 1
         log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
 
     def _failed(self, row: FrameRow, exc: OSError) -> None:
         where = exc.filename or self.config.store.root
+        if exc.filename2 and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            where = exc.filename2  # link/rename: the destination side is the read-only or full one
+        elif exc.filename2:
+            where = f"{exc.filename} -> {exc.filename2}"
         message = f"{row.action} failed: {exc.strerror or exc} ({where}); the frame stays in the inbox"
         _, backoff = self._retry_at.get(row.id, (0.0, RETRY_MIN_S / 2))
         backoff = min(backoff * 2, RETRY_MAX_S)
@@ -280,7 +337,7 @@ class Pipeline:
         self.summary.failures.append(f"{row.path}: {message}")
         # The ledger may sit on the failing disk itself; the log line above still says it.
         with contextlib.suppress(sqlite3.OperationalError):
-            self.ledger.note_error(row.id, message)
+            self.ledger.note_store_error(row.id, message)
 
     def retry_unfinished(self) -> None:
         now = time.monotonic()

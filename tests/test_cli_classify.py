@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ALL_FRAMES, FRAMES, MODELS, TINY_U8
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]

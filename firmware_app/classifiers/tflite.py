@@ -97,6 +97,11 @@ class TFLiteClassifier:
         if not tpu_path.is_file():
             log.warning("model.edgetpu is set but %s does not exist: running %s on the CPU", tpu_path, path.name)
             return None
+        if self.card.edgetpu_sha256 and sha256_file(tpu_path) != self.card.edgetpu_sha256.lower():
+            raise ModelError(
+                f"{tpu_path}: sha256 does not match edgetpu.sha256 in {self.card.path.name}: "
+                "the Edge TPU file was compiled from a different model"
+            )
         try:
             delegate = module.load_delegate(EDGETPU_LIBRARY)
             interpreter = module.Interpreter(model_path=str(tpu_path), experimental_delegates=[delegate])

@@ -21,6 +21,7 @@ from firmware_app.sources import Frame, Skipped
 log = logging.getLogger(__name__)
 
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
+INOTIFY_RESCAN_S = 60.0
 
 
 @dataclass
@@ -88,7 +89,8 @@ class FolderSource:
         except OSError as exc:  # e.g. the inotify watch limit
             return self._no_inotify(f"inotify failed ({exc})")
         self._observer = observer
-        log.info("watching %s with inotify (rescan every %.0f s)", self.inbox, self.poll_s)
+        rescan = max(self.poll_s, INOTIFY_RESCAN_S)
+        log.info("watching %s with inotify (safety rescan every %.0f s)", self.inbox, rescan)
 
     def _no_inotify(self, why: str) -> None:
         if self.watch == "inotify":
@@ -100,6 +102,10 @@ class FolderSource:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+    def wake(self) -> None:
+        """End a wait in ready() now: the pipeline is stopping."""
+        self._wake.set()
 
     # -- events and scans -------------------------------------------------------------------
     def _notice(self, raw: str | bytes, closed: bool) -> None:
@@ -148,7 +154,9 @@ class FolderSource:
         with self._lock:
             for gone in [p for p in self._handed if p not in present]:
                 del self._handed[gone]
-        self._next_scan = time.monotonic() + self.poll_s
+        # With inotify the rescan is only a safety net: rare, so an idle trap sleeps (battery).
+        interval = max(self.poll_s, INOTIFY_RESCAN_S) if self._observer is not None else self.poll_s
+        self._next_scan = time.monotonic() + interval
 
     # -- the pipeline's side ----------------------------------------------------------------
     def ready(self, timeout: float) -> tuple[list[Frame], list[Skipped]]:

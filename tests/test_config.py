@@ -1,0 +1,262 @@
+"""firmware_app.config: defaults, file and --set precedence, path resolution, and error messages."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from firmware_app.config import SECTIONS, Config, describe, load_config
+from firmware_app.errors import ConfigError
+
+# Keys the design, the docs and the deploy files rely on (DESIGN.md, "Config (TOML)").
+DESIGN_KEYS = [
+    "trap.id",
+    "source.kind",
+    "source.inbox",
+    "model.path",
+    "model.cutoff",
+    "model.threads",
+    "model.edgetpu",
+    "store.root",
+    "store.discard",
+    "store.audit_rate",
+]
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_load() -> None:
+    config = load_config()
+    assert config.origin == "defaults"
+    assert config.trap.id == "trap-01"
+    assert config.source.kind == "folder"
+    assert config.source.inbox == Path("/var/lib/blankfilter/inbox")
+    assert config.model.path == "" and config.model.cutoff is None
+    assert config.model.threads == 2 and config.model.edgetpu is False
+    assert config.store.root == Path("/var/lib/blankfilter")
+    assert config.store.discard == "delete" and config.store.audit_rate == 0.02
+    assert config.ledger_path == Path("/var/lib/blankfilter/ledger.db")
+    assert config == Config()  # no file, no --set: exactly the dataclass defaults
+
+
+def test_file_values_are_used(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[trap]\nid = "ridge_2"\n[model]\nthreads = 3\ncutoff = 0.3\nedgetpu = true\n'
+        '[store]\ndiscard = "quarantine"\naudit_rate = 0.1\n[source]\nextensions = [".JPG"]\n',
+    )
+    config = load_config(path)
+    assert config.origin == str(path)
+    assert config.trap.id == "ridge_2"
+    assert config.model.threads == 3 and config.model.cutoff == 0.3 and config.model.edgetpu is True
+    assert config.store.discard == "quarantine" and config.store.audit_rate == 0.1
+    assert config.source.extensions == [".jpg"]  # compared case-insensitively
+    assert config.imaging.gamma == "auto"  # untouched keys keep their defaults
+
+
+def test_set_overrides_file_and_later_set_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\ndiscard = "quarantine"\naudit_rate = 0.1\n[model]\nthreads = 3\n')
+    config = load_config(path, ["store.discard=keep", "model.threads=4", "model.threads=6"])
+    assert config.store.discard == "keep"  # --set beats the file
+    assert config.model.threads == 6  # the last --set wins
+    assert config.store.audit_rate == 0.1  # the file beats the defaults
+
+
+def test_set_values_are_typed() -> None:
+    config = load_config(
+        None,
+        ["model.edgetpu=true", "store.audit_rate=0", "decision.burst_gap_s=3", 'trap.id="north-1"', "log.level=debug"],
+    )
+    assert config.model.edgetpu is True
+    assert config.store.audit_rate == 0.0 and isinstance(config.store.audit_rate, float)
+    assert config.decision.burst_gap_s == 3.0 and isinstance(config.decision.burst_gap_s, float)
+    assert config.trap.id == "north-1"
+    assert config.log.level == "debug"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        '[source]\ninbox = "inbox"\n[store]\nroot = "../data"\n[model]\npath = "models/m.tflite"\n',
+        name="etc/config.toml",
+    )
+    monkeypatch.chdir(tmp_path)  # somewhere else than the file's folder
+    config = load_config(path)
+    folder = path.parent.resolve()
+    assert config.source.inbox == folder / "inbox"
+    assert config.store.root == folder.parent / "data"
+    assert config.model.path == str(folder / "models" / "m.tflite")
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[source]\ninbox = "{tmp_path / "in"}"\n[model]\npath = "/opt/m.tflite"\n')
+    config = load_config(path)
+    assert config.source.inbox == tmp_path / "in"
+    assert config.model.path == "/opt/m.tflite"
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[store]\ndiscrad = 'keep'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "store.discrad" in message and "discard" in message  # lists known keys
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "[modle]\nthreads = 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "[modle]" in str(info.value)
+    with pytest.raises(ConfigError, match=r"--set modle\.threads=2.*unknown section \[modle\]"):
+        load_config(None, ["modle.threads=2"])
+
+
+def test_top_level_key_without_section(tmp_path: Path) -> None:
+    path = write(tmp_path, 'discard = "keep"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "discard" in str(info.value)
+
+
+def test_malformed_set() -> None:
+    for item in ("store.discard", "discard=keep", ".discard=keep"):
+        with pytest.raises(ConfigError, match=r"section\.key=value"):
+            load_config(None, [item])
+
+
+BAD_VALUES = [
+    # (section, key, TOML value, words the message must also contain)
+    ("model", "threads", '"two"', "number"),
+    ("model", "threads", "2.5", "whole number"),
+    ("model", "threads", "0", "at least"),
+    ("model", "threads", "65", "at most"),
+    ("model", "cutoff", "1.5", "at most"),
+    ("model", "edgetpu", '"yes"', "true or false"),
+    ("model", "runtime", '"tensorflow"', "one of"),
+    ("store", "discard", '"shred"', "one of"),
+    ("store", "audit_rate", "-0.1", "at least"),
+    ("store", "root", "42", "path"),
+    ("source", "extensions", '".jpg"', "list of strings"),
+    ("source", "poll_s", "true", "number"),
+    ("imaging", "gamma", '"on"', "one of"),
+]
+
+
+def bad_value_id(case: tuple[str, str, str, str]) -> str:
+    return f"{case[0]}.{case[1]}={case[2]}"
+
+
+@pytest.mark.parametrize("case", BAD_VALUES, ids=[bad_value_id(c) for c in BAD_VALUES])
+def test_bad_value_in_file(tmp_path: Path, case: tuple[str, str, str, str]) -> None:
+    section, key, value, words = case
+    path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"{section}.{key}" in message
+    assert value.strip('"').lower() in message.lower()  # a TOML true is shown as Python's True
+    assert words in message
+
+
+@pytest.mark.parametrize("case", BAD_VALUES, ids=[bad_value_id(c) for c in BAD_VALUES])
+def test_bad_value_on_command_line(case: tuple[str, str, str, str]) -> None:
+    section, key, value, words = case
+    item = f"{section}.{key}={value}"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [item])
+    message = str(info.value)
+    assert f"--set {item}" in message
+    assert f"{section}.{key}" in message
+    assert words in message
+
+
+def test_bad_trap_id_from_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[trap]\nid = "north/1"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "trap.id" in message and "north/1" in message
+
+
+def test_bad_trap_id_from_set_names_the_set(tmp_path: Path) -> None:
+    path = write(tmp_path, '[trap]\nid = "fine"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ['trap.id="has space"'])
+    message = str(info.value)
+    assert "--set trap.id=" in message and "trap.id" in message and "has space" in message
+    assert str(path) not in message  # the file's value was fine: blaming the file would mislead
+
+
+@pytest.mark.parametrize("trap_id", ["", "-lead", "a" * 65, "n+1", "ünï"])
+def test_trap_id_rules(trap_id: str) -> None:
+    with pytest.raises(ConfigError, match=r"trap\.id"):
+        load_config(None, [f'trap.id="{trap_id}"'])
+
+
+def test_dark_below_must_be_under_bright_above(tmp_path: Path) -> None:
+    path = write(tmp_path, "[imaging]\ndark_below = 0.6\nbright_above = 0.6\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "imaging.dark_below" in message and "0.6" in message
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["imaging.dark_below=0.8"])  # over the default bright_above, 0.75
+    message = str(info.value)
+    assert "--set imaging.dark_below=0.8" in message and "0.8" in message and "0.75" in message
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "[model]\nthreads = \n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "TOML" in message and "line 2" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(tmp_path / "nope.toml")
+    assert "nope.toml" in str(info.value)
+
+
+def test_describe_lists_every_key_with_help_and_real_defaults() -> None:
+    rows = describe()
+    keys = [key for key, _, _ in rows]
+    assert len(keys) == len(set(keys))
+    expected = {f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    assert set(keys) == expected
+    assert set(DESIGN_KEYS) <= set(keys)
+    defaults = Config()
+    for key, default, help_text in rows:
+        section, name = key.split(".")
+        assert help_text.strip(), f"{key} has no help"
+        assert default == getattr(getattr(defaults, section), name), key
+
+
+def test_every_described_default_round_trips_through_set() -> None:
+    """A default written back with --set must load: docs that print defaults stay valid config."""
+    for key, default, _ in describe():
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            text = "true" if default else "false"
+        elif isinstance(default, (int, float)):
+            text = repr(default)
+        elif isinstance(default, list):
+            text = "[" + ", ".join(f'"{v}"' for v in default) + "]"
+        else:
+            text = f'"{default}"'
+        if text == '""':
+            continue  # empty strings (model.path) mean "use the default": nothing to round-trip
+        config = load_config(None, [f"{key}={text}"])
+        section, name = key.split(".")
+        assert getattr(getattr(config, section), name) == default, key
