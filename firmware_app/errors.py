@@ -17,3 +17,7 @@ class ModelError(BlankfilterError):
 
 class ImageError(BlankfilterError):
     """A frame cannot be decoded; the frame is kept (fail open) and this message is recorded."""
+
+
+class LedgerUnavailable(BlankfilterError):
+    """The ledger cannot be written (disk full, read-only card): nothing may be moved or deleted."""

@@ -13,6 +13,7 @@ WAL with synchronous=FULL: a committed decision survives a power cut, because a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -22,6 +23,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from firmware_app.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +136,24 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        """One write transaction. A full or read-only card raises LedgerUnavailable: whatever was
+        about to happen to a file must not happen, since the ledger could not say so first."""
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise LedgerUnavailable(
+                f"cannot write the ledger {self.path} ({exc}): frames not yet recorded are left untouched "
+                "in the inbox. Free space on the card (store.min_free_mb) or fix its permissions."
+            ) from exc
 
     # -- frames -----------------------------------------------------------------------------
     def find(self, path: str, sha256: str) -> FrameRow | None:

@@ -13,12 +13,16 @@ import contextlib
 import errno
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
@@ -31,7 +35,7 @@ from firmware_app.decision import (
     frame_decision,
     group_bursts,
 )
-from firmware_app.errors import BlankfilterError, ImageError
+from firmware_app.errors import BlankfilterError, ImageError, LedgerUnavailable
 from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
 from firmware_app.sources import Frame, Skipped
@@ -41,10 +45,7 @@ from firmware_app.store import FrameVanished, Store, sha256_of
 log = logging.getLogger(__name__)
 
 RETRY_MIN_S, RETRY_MAX_S = 5.0, 600.0
-
-
-class LedgerUnavailable(BlankfilterError):
-    """The ledger cannot be written (disk full, read-only card): nothing may be moved or deleted."""
+LEDGER_RETRY_MIN_S = 30.0
 
 
 @dataclass
@@ -55,6 +56,36 @@ class RunSummary:
     def line(self) -> str:
         parts = [f"{k} {v}" for k, v in sorted(self.counts.items())]
         return ", ".join(parts) if parts else "nothing new"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A frame read, hashed and decoded (or the reason it could not be)."""
+
+    stat: os.stat_result | None
+    sha: str
+    size: int
+    prepared: Prepared | None
+    error: str | None  # why it could not be decoded: it will be kept (fail open)
+    read_error: OSError | None  # why it could not even be read: it stays in the inbox
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def prefetched(items: list[T], work: Callable[[T], R], pool: Executor) -> Iterator[tuple[T, R]]:
+    """Yield (item, work(item)) in order while work on the next item already runs in `pool`.
+
+    JPEG decoding and TFLite inference both release the GIL, so on a multi-core Pi the next
+    frame decodes while this one is scored.
+    """
+    ahead: Future[R] | None = pool.submit(work, items[0]) if items else None
+    for index, item in enumerate(items):
+        assert ahead is not None
+        result = ahead.result()
+        ahead = pool.submit(work, items[index + 1]) if index + 1 < len(items) else None
+        yield item, result
 
 
 def imaging_settings(config: Config) -> ImagingSettings:
@@ -114,25 +145,49 @@ class Pipeline:
         self.recover()
         source = self._source = self.make_source()
         source.start()
+        prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        backoff = LEDGER_RETRY_MIN_S
         try:
             while not self._stop.is_set():
-                self.guard_disk()
-                frames, skipped = source.ready(timeout=0.0 if once else self.idle_timeout())
-                self.note_skipped(skipped)
-                for frame in frames:
-                    if self._stop.is_set():
-                        break
-                    if not self.process(frame):
-                        source.release(frame.path)
-                # Stopped part-way through the frames: the open bursts may still have frames in the
-                # inbox, so they are left undecided ('scored'); the next start decides them whole.
-                self.close_bursts(flush=once and source.idle() and not self._stop.is_set())
-                self.retry_unfinished()
+                try:
+                    frames = self.step(source, prefetch, once)
+                except LedgerUnavailable as exc:
+                    if once:
+                        raise
+                    # A daemon waits for space instead of exiting into a restart loop.
+                    log.error("%s Retrying in %.0f s.", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+                    continue
+                backoff = LEDGER_RETRY_MIN_S
                 if once and source.idle() and not frames:
                     break
         finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)
             source.stop()
         return self.summary
+
+    def step(self, source: FolderSource, prefetch: Executor, once: bool) -> list[Frame]:
+        """One pass of the loop: take the frames that became complete, score, decide, store."""
+        self.guard_disk()
+        frames, skipped = source.ready(timeout=0.0 if once else self.idle_timeout())
+        self.note_skipped(skipped)
+        todo = [frame for frame in frames if not self.skipped_before(frame)]
+        try:
+            for frame, loaded in prefetched(todo, self.load, prefetch):
+                if self._stop.is_set():
+                    break
+                if not self.record(frame, loaded):
+                    source.release(frame.path)
+        except LedgerUnavailable:
+            for frame in todo:  # offered again at the next rescan; what was recorded is skipped then
+                source.release(frame.path)
+            raise
+        # Stopped part-way through the frames: the open bursts may still have frames in the
+        # inbox, so they are left undecided ('scored'); the next start decides them whole.
+        self.close_bursts(flush=once and source.idle() and not self._stop.is_set())
+        self.retry_unfinished()
+        return frames
 
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -148,30 +203,55 @@ class Pipeline:
 
     # -- per frame --------------------------------------------------------------------------
     def process(self, frame: Frame) -> bool:
-        """Hash, score and record one frame. False when it must be offered again later."""
+        """Read, hash, score and record one frame. False when it must be offered again later."""
+        if self.skipped_before(frame):
+            return True
+        return self.record(frame, self.load(frame))
+
+    def skipped_before(self, frame: Frame) -> bool:
+        """Looked at before and left in place on purpose: not re-read at every start."""
         try:
             stat = frame.path.stat()
-            if self.ledger.was_skipped(frame.rel, stat.st_size, stat.st_mtime):
-                return True  # looked at before and left in place on purpose: do not re-read it every start
+        except OSError:
+            return False  # load() reports it
+        return self.ledger.was_skipped(frame.rel, stat.st_size, stat.st_mtime)
+
+    def load(self, frame: Frame) -> Loaded:
+        """The I/O and decoding of a frame. Touches neither the ledger nor the model, so it runs on
+        the prefetch thread while the main thread scores the previous frame."""
+        try:
+            stat = frame.path.stat()
             data = frame.path.read_bytes()
-        except FileNotFoundError:
-            log.warning("%s vanished before it could be read (moved or deleted by someone else)", frame.rel)
-            return True
         except OSError as exc:
-            log.error("%s: cannot read (%s); left in the inbox, will retry", frame.rel, exc.strerror or exc)
-            return False
+            return Loaded(None, "", 0, None, None, exc)
         sha = hashlib.sha256(data).hexdigest()
+        try:
+            prepared, error = prepare_jpeg(data, self.classifier.card.input, self.settings), None
+        except ImageError as exc:
+            prepared, error = None, str(exc)
+        return Loaded(stat, sha, len(data), prepared, error, None)
+
+    def record(self, frame: Frame, loaded: Loaded) -> bool:
+        """Score a loaded frame and record it as 'scored'; its file stays untouched in the inbox."""
+        if loaded.read_error is not None or loaded.stat is None:
+            if isinstance(loaded.read_error, FileNotFoundError):
+                log.warning("%s vanished before it could be read (moved or deleted by someone else)", frame.rel)
+                return True
+            why = loaded.read_error.strerror if loaded.read_error else "unknown"
+            log.error("%s: cannot read (%s); left in the inbox, will retry", frame.rel, why)
+            return False
+        stat, sha, prepared = loaded.stat, loaded.sha, loaded.prepared
         known = self.ledger.find(frame.rel, sha)
         if known is not None:
             if known.state == "done":
                 self.drop_duplicate(frame, known, stat.st_size, stat.st_mtime)
             return True
-        score, error, prepared = self.score(data, frame.rel)
+        score, error = self.score(prepared, loaded.error, frame.rel)
         captured = prepared.captured_at if prepared and prepared.captured_at else None
         record = NewFrame(
             path=frame.rel,
             sha256=sha,
-            size=len(data),
+            size=loaded.size,
             captured_at=(captured or datetime.fromtimestamp(stat.st_mtime, UTC)).isoformat(),
             captured_ts=captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime,
             time_source="exif" if captured else "mtime",
@@ -187,11 +267,6 @@ class Pipeline:
             frame_id = self.ledger.add(record)
         except sqlite3.IntegrityError:
             return True  # recorded by an earlier run between our find() and add(): already pending
-        except sqlite3.OperationalError as exc:
-            raise LedgerUnavailable(
-                f"cannot write the ledger {self.ledger.path} ({exc}); {frame.rel} and the rest of the inbox "
-                "are left untouched. Free space on the card (store.min_free_mb) or fix its permissions."
-            ) from exc
         self.summary.counts["scored" if error is None else "failed"] += 1
         self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score)
         return True
@@ -215,17 +290,15 @@ class Pipeline:
         if not self.dry_run:
             self.ledger.skip(frame.rel, size, mtime, reason)
 
-    def score(self, data: bytes, rel: str) -> tuple[float | None, str | None, Prepared | None]:
+    def score(self, prepared: Prepared | None, decode_error: str | None, rel: str) -> tuple[float | None, str | None]:
+        if prepared is None:
+            log.warning("%s: %s; kept (fail open)", rel, decode_error)
+            return None, decode_error
         try:
-            prepared = prepare_jpeg(data, self.classifier.card.input, self.settings)
-        except ImageError as exc:
-            log.warning("%s: %s; kept (fail open)", rel, exc)
-            return None, str(exc), None
-        try:
-            return self.classifier.score(prepared.pixels), None, prepared
+            return self.classifier.score(prepared.pixels), None
         except Exception as exc:
             log.error("%s: scoring failed (%s); kept (fail open)", rel, exc)
-            return None, f"scoring failed: {exc}", prepared
+            return None, f"scoring failed: {exc}"
 
     def _pend(self, frame_id: int, rel: str, sha: str, ts: float, hint: str | None, score: float | None) -> None:
         self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score)
@@ -336,7 +409,7 @@ class Pipeline:
         log.error("%s: %s; retry in %.0f s", row.path, message, backoff)
         self.summary.failures.append(f"{row.path}: {message}")
         # The ledger may sit on the failing disk itself; the log line above still says it.
-        with contextlib.suppress(sqlite3.OperationalError):
+        with contextlib.suppress(LedgerUnavailable):
             self.ledger.note_store_error(row.id, message)
 
     def retry_unfinished(self) -> None:
