@@ -15,7 +15,6 @@ This is a shared contract: the trap reads it, `convert` writes it. Format `blank
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -69,14 +68,6 @@ def card_path_for(model_path: Path) -> Path:
     """`x.tflite` and `x_edgetpu.tflite` both use the card `x.json`."""
     stem = model_path.stem.removesuffix("_edgetpu")
     return model_path.with_name(stem + ".json")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_card(model_path: Path) -> ModelCard:

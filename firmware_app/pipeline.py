@@ -36,11 +36,12 @@ from firmware_app.decision import (
     group_bursts,
 )
 from firmware_app.errors import BlankfilterError, ImageError, LedgerUnavailable
+from firmware_app.hashing import sha256_file
 from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
-from firmware_app.store import FrameVanished, Store, sha256_of
+from firmware_app.store import FrameVanished, Store
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class Pipeline:
         byte-identical copy sits in the store); otherwise it is left in place and not looked at again.
         """
         stored = self.store.root / known.dest if known.dest else None
-        if known.action == "deleted" or (stored and stored.is_file() and sha256_of(stored) == known.sha256):
+        if known.action == "deleted" or (stored and stored.is_file() and sha256_file(stored) == known.sha256):
             if not self.dry_run:
                 self.store.delete(frame.rel)
             where = f"identical copy in {known.dest}" if known.dest else "deleted as blank"
@@ -358,6 +359,7 @@ class Pipeline:
         self.ledger.decide(decisions)
         for frame in burst:
             del self._pending[frame.frame_id]
+        for frame in burst:
             row = self.ledger.find_by_id(frame.frame_id)
             if row is not None:
                 self.apply(row)
@@ -389,10 +391,16 @@ class Pipeline:
         except OSError as exc:
             self._failed(row, exc)
             return
+        try:
+            if row.store_error:  # done on a retry: the "stays in the inbox" note no longer holds
+                self.ledger.note_store_error(row.id, None)
+            self.ledger.done(row.id)
+        except LedgerUnavailable as exc:
+            # The file operation happened but could not be recorded: replaying it later is a no-op
+            # (the source is gone, the destination holds the bytes), and then the row is marked done.
+            self._schedule_retry(row, f"{exc}")
+            return
         self._retry_at.pop(row.id, None)
-        if row.store_error:  # done on a retry: the "stays in the inbox" note no longer holds
-            self.ledger.note_store_error(row.id, None)
-        self.ledger.done(row.id)
         self.summary.counts[row.action or "?"] += 1
         log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
 
@@ -403,14 +411,17 @@ class Pipeline:
         elif exc.filename2:
             where = f"{exc.filename} -> {exc.filename2}"
         message = f"{row.action} failed: {exc.strerror or exc} ({where}); the frame stays in the inbox"
-        _, backoff = self._retry_at.get(row.id, (0.0, RETRY_MIN_S / 2))
-        backoff = min(backoff * 2, RETRY_MAX_S)
-        self._retry_at[row.id] = (time.monotonic() + backoff, backoff)
-        log.error("%s: %s; retry in %.0f s", row.path, message, backoff)
+        self._schedule_retry(row, message)
         self.summary.failures.append(f"{row.path}: {message}")
         # The ledger may sit on the failing disk itself; the log line above still says it.
         with contextlib.suppress(LedgerUnavailable):
             self.ledger.note_store_error(row.id, message)
+
+    def _schedule_retry(self, row: FrameRow, message: str) -> None:
+        _, backoff = self._retry_at.get(row.id, (0.0, RETRY_MIN_S / 2))
+        backoff = min(backoff * 2, RETRY_MAX_S)
+        self._retry_at[row.id] = (time.monotonic() + backoff, backoff)
+        log.error("%s: %s; retry in %.0f s", row.path, message, backoff)
 
     def retry_unfinished(self) -> None:
         now = time.monotonic()

@@ -11,13 +11,13 @@ holds the right bytes is done; a delete of a missing file is done.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from firmware_app.hashing import sha256_file
 from firmware_app.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Store:
     def __init__(self, root: Path, inbox: Path) -> None:
         self.root = root
@@ -60,7 +52,7 @@ class Store:
             return None
         dest = PurePosixPath(folder) / rel
         target = self.root / dest
-        if target.exists() and sha256_of(target) != sha256:
+        if target.exists() and sha256_file(target) != sha256:
             dest = dest.with_name(f"{dest.stem}-{sha256[:8]}{dest.suffix}")
         return str(dest)
 
@@ -73,7 +65,7 @@ class Store:
                 return  # a replay after a crash: already there
             raise FrameVanished(f"{src} vanished from the inbox before it could be moved to {target}")
         if target_exists:
-            if sha256_of(target) != sha256:
+            if sha256_file(target) != sha256:
                 raise FileExistsError(errno.EEXIST, "destination holds a different file", str(target))
             self._unlink(src)  # a crash between link and unlink: finish it
             return

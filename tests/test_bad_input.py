@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -590,3 +591,53 @@ def test_no_model_at_all_says_how_to_get_one(tmp_path: Path, make_inbox: MakeInb
         assert part in done.stderr, f"message does not contain {part!r}:\n{done.stderr}"
     assert snapshot(inbox) == before
     assert not (tmp_path / "store" / "ledger.db").exists()
+
+
+def test_daemon_waits_out_a_full_disk_then_carries_on(
+    tmp_path: Path, make_inbox: MakeInbox, tmpfs: Tmpfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon does not exit into a restart loop when the ledger's disk is full: it logs, waits
+    (with backoff) and processes the inbox once space returns, without losing a frame."""
+    import firmware_app.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "LEDGER_RETRY_MIN_S", 0.2)
+    store = tmpfs("store", size="512k")
+    inbox = make_inbox(bursts=[NONBLANK_BURST, BLANK_BURST])
+    before = snapshot(inbox)
+    made: list[Pipeline] = []
+    ready, go = threading.Event(), threading.Event()
+
+    def daemon() -> None:  # SQLite objects stay in the thread that made them, as in the real daemon
+        pipeline, ledger = make_pipeline(tmp_path)  # the ledger opens while there is still space
+        made.append(pipeline)
+        ready.set()
+        go.wait(10)
+        try:
+            pipeline.run(once=False)
+        finally:
+            ledger.close()
+
+    worker = threading.Thread(target=daemon, daemon=True)
+    worker.start()
+    assert ready.wait(10)
+    pipeline = made[0]
+    fill(store)  # then the card fills up
+    go.set()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert worker.is_alive(), "the daemon gave up on a full disk instead of waiting"
+            time.sleep(0.1)
+        assert snapshot(inbox) == before, "something moved while nothing could be recorded"
+        (store / "filler.bin").unlink()  # space comes back
+        deadline = time.monotonic() + 30
+        while any(inbox.rglob("*.JPG")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        pipeline.stop()
+        worker.join(timeout=10)
+    assert not worker.is_alive(), "SIGTERM-style stop did not end the daemon"
+    kept = snapshot(store / "kept")
+    for name in NONBLANK_BURST[1]:
+        assert kept[f"wellington/{name}"] == before[f"wellington/{name}"]
+    assert not any(inbox.rglob("*.JPG")), "the inbox was not processed after space came back"

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from firmware_app.errors import ModelError
+from firmware_app.hashing import sha256_file
 from firmware_app.imaging import input_luts, to_tensor
-from firmware_app.modelcard import ModelCard, load_card, sha256_file
+from firmware_app.modelcard import ModelCard, load_card
 
 log = logging.getLogger(__name__)
 
