@@ -10,10 +10,12 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_app.errors import BlankfilterError
+
 LABELS = ("blank", "animal", "human", "vehicle")
 
 
-class LabelsError(ValueError):
+class LabelsError(BlankfilterError, ValueError):
     """A labels CSV row or header is wrong; the message names the file and the line."""
 
 

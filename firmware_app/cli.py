@@ -10,8 +10,10 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from firmware_app import __version__
 from firmware_app.config import DEFAULT_CONFIG_PATH, Config, describe, load_config
@@ -153,7 +155,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         try:
             prepared = prepare_jpeg(path.read_bytes(), classifier.card.input, settings)
             score = classifier.score(prepared.pixels)
-            result.update(score=round(score, 5), blank=score < cutoff, gamma=prepared.gamma)
+            result.update(score=score, blank=score < cutoff, gamma=prepared.gamma)
         except OSError as exc:
             error = f"cannot read: {exc.strerror or exc}"
         except BlankfilterError as exc:
@@ -264,7 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--variant", choices=("reduced", "naive"), help=argparse.SUPPRESS)
     bench.set_defaults(func=cmd_bench)
+    add_plugin_commands(sub)
     return parser
+
+
+def add_plugin_commands(sub: Any) -> None:
+    """Commands from other packages (the workstation tools: tune, eval, convert), found through the
+    `blankfilter.commands` entry point so the trap's code never imports them. On a trap without
+    them installed, they are simply absent."""
+    for entry in entry_points(group="blankfilter.commands"):
+        try:
+            entry.load()(sub)
+        except ImportError as exc:
+            log.debug("commands from %s not available: %s", entry.value, exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,121 @@
+"""The workstation commands: `tune`, `eval` (and `python -m convert`).
+
+They join the `blankfilter` command through the `blankfilter.commands` entry point, so the trap's
+code never imports this package. Registration imports nothing heavy: TensorFlow, matplotlib and
+the model runtime load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="model .tflite with its card; default: the shipped model")
+    parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    parser.add_argument("--labels", type=Path, help="Labels CSV: path,label[,location,sequence]")
+    parser.add_argument("--scores", type=Path, help="read scores from this CSV instead of running the model")
+    parser.add_argument("--save-scores", type=Path, help="write the scores to this CSV")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: Any) -> None:
+    tune = sub.add_parser("tune", help="pick the cutoff for a target non-blank recall; write it into the card")
+    _model_args(tune)
+    tune.add_argument("--target-recall", type=float, default=0.97, help="non-blank recall to keep (default 0.97)")
+    tune.add_argument("--level", choices=("burst", "frame"), default="burst", help="decide per burst (as the trap)")
+    tune.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the recall bound (default 0.05)")
+    tune.add_argument("--plot", type=Path, help="save the recall/TNR curves and score histograms as PNG")
+    tune.add_argument("--no-write", action="store_true", help="do not write the cutoff into the model card")
+    tune.add_argument("--json", action="store_true", help="print the result as JSON")
+    tune.set_defaults(func=cmd_tune)
+
+    evaluate = sub.add_parser("eval", help="metrics overall and per location, per frame and burst, gamma on/off")
+    _model_args(evaluate)
+    evaluate.add_argument("--cutoff", type=float, help="default: the model card's cutoff")
+    evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
+    evaluate.set_defaults(func=cmd_eval)
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    from firmware_app.classifiers import load_classifier
+
+    return load_classifier(args.model, threads=args.threads)
+
+
+def _scored(args: argparse.Namespace, gamma: str = "auto", classifier: Any = None) -> list[Any]:
+    from convert.labels import read_labels
+    from convert.scoring import read_scores, score_frames, write_scores
+    from firmware_app.imaging import ImagingSettings
+
+    if args.scores:
+        return read_scores(args.scores)
+    if not args.labels:
+        raise SystemExit("blankfilter: error: give --labels CSV (to score with the model) or --scores CSV")
+    frames = read_labels(args.labels)
+    model = classifier or _classifier(args)
+    scored = score_frames(frames, model, ImagingSettings(gamma=gamma), show_progress=not args.quiet)
+    if args.save_scores:
+        name = args.save_scores if gamma == "auto" else args.save_scores.with_stem(f"{args.save_scores.stem}-gamma-off")
+        write_scores(scored, name)
+    return scored
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from convert.tune import plot, report, tune, write_card
+    from firmware_app.classifiers import default_model_path
+    from firmware_app.modelcard import card_path_for
+
+    scored = _scored(args)
+    try:
+        result = tune(scored, args.target_recall, args.level, args.alpha)
+    except ValueError as exc:
+        print(f"blankfilter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result.as_dict(), indent=2) if args.json else report(result))
+    if args.plot:
+        plot(scored, result, args.plot, title=str(args.labels or args.scores))
+    if not args.no_write and (args.model or not args.scores):
+        card = card_path_for(args.model or default_model_path())
+        write_card(card, result, str(args.labels or args.scores))
+        print(f"cutoff {result.cutoff:.4f} written into {card}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from convert.evaluate import evaluate, render
+
+    if args.scores:
+        by_gamma = {"auto": _scored(args)}
+        cutoff = args.cutoff
+        if cutoff is None:
+            raise SystemExit("blankfilter: error: with --scores, give --cutoff")
+    else:
+        classifier = _classifier(args)
+        cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
+        by_gamma = {gamma: _scored(args, gamma, classifier) for gamma in ("auto", "off")}
+    result = evaluate(by_gamma, cutoff)
+    render(result)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m convert`: the same commands without the trap's."""
+    from firmware_app.errors import BlankfilterError
+
+    parser = argparse.ArgumentParser(prog="python -m convert", description="blankfilter model tools")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BlankfilterError as exc:
+        print(f"blankfilter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
