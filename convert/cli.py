@@ -26,6 +26,30 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
+    convert = sub.add_parser("convert", help="turn a Keras/SavedModel model into a full-int8 TFLite + model card")
+    convert.add_argument("model_in", type=Path, metavar="MODEL", help=".keras, .h5 or a SavedModel folder")
+    convert.add_argument("-o", "--output", type=Path, required=True, help="the .tflite to write (card beside it)")
+    convert.add_argument("--calibration", type=Path, required=True, help="folder of frames from the traps (JPEG)")
+    convert.add_argument("--calibration-count", type=int, default=300, help="frames used to calibrate (default 300)")
+    convert.add_argument("--input-type", choices=("uint8", "int8"), default="uint8")
+    convert.add_argument(
+        "--normalisation", choices=("raw", "unit", "symmetric", "imagenet"), default="raw",
+        help="what the model expects: raw 0..255 (default), unit 0..1, symmetric -1..1, imagenet mean/std",
+    )  # fmt: skip
+    convert.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch")
+    convert.add_argument("--output-kind", choices=("probability", "logit"), default="probability")
+    convert.add_argument("--gamma", choices=("auto", "off"), default="auto", help="the trap's gamma correction")
+    convert.add_argument("--name", help="model name for the card (default: the output's stem)")
+    convert.add_argument("--version", default="0.1.0")
+    convert.add_argument("--description")
+    convert.add_argument("--labels", type=Path, help="Labels CSV to check float against int8")
+    convert.add_argument("--cutoff", type=float, default=0.5, help="cutoff for the card and the check (tune it later)")
+    convert.add_argument("--target-recall", type=float, default=0.97)
+    convert.add_argument("--max-loss", type=float, default=0.01, help="largest recall/AUC loss int8 may cost")
+    convert.add_argument("--threads", type=int, default=2)
+    convert.add_argument("--quiet", action="store_true", help="no progress bars")
+    convert.set_defaults(func=cmd_convert)
+
     tune = sub.add_parser("tune", help="pick the cutoff for a target non-blank recall; write it into the card")
     _model_args(tune)
     tune.add_argument("--target-recall", type=float, default=0.97, help="non-blank recall to keep (default 0.97)")
@@ -65,6 +89,12 @@ def _scored(args: argparse.Namespace, gamma: str = "auto", classifier: Any = Non
         name = args.save_scores if gamma == "auto" else args.save_scores.with_stem(f"{args.save_scores.stem}-gamma-off")
         write_scores(scored, name)
     return scored
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from convert.build import run
+
+    return run(args)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -112,7 +112,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         "median_ms": medians,
         "frame_ms": statistics.median(per_frame) * 1000,
         "frames_per_s": len(per_frame) / sum(per_frame),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "run_once_frames_per_s": end_to_end,
     }
 
@@ -140,6 +140,19 @@ def run_once_throughput(config: Config, classifier: Classifier, files: list[Path
         elapsed = time.perf_counter() - start
         ledger.close()
     return len(files) * repeat / elapsed
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. VmHWM rather than ru_maxrss: Linux carries ru_maxrss across
+    exec, so a child of a big process would report its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Lap:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from firmware_app.errors import ModelError
 
@@ -62,6 +65,21 @@ class ModelCard:
     @property
     def label(self) -> str:
         return f"{self.name} {self.version}"
+
+
+def output_probability(values: np.ndarray, kind: str) -> float:
+    """A model's (dequantised) output values -> p(non-blank), as the card's output.kind says.
+
+    1 value: p(non-blank), or its logit. 2 values: [blank, non-blank] probabilities, or logits.
+    The trap and `convert` (float vs int8 checks) both read outputs through this one function.
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if kind == "logit":
+        if flat.size == 2:
+            shifted = np.exp(flat - flat.max())
+            return float(shifted[1] / shifted.sum())
+        return 0.5 * (1.0 + math.tanh(float(flat[0]) / 2.0))  # a sigmoid that cannot overflow
+    return float(flat[-1])
 
 
 def card_path_for(model_path: Path) -> Path:

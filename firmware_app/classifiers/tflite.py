@@ -18,7 +18,7 @@ import numpy as np
 from firmware_app.errors import ModelError
 from firmware_app.hashing import sha256_file
 from firmware_app.imaging import input_luts, to_tensor
-from firmware_app.modelcard import ModelCard, load_card
+from firmware_app.modelcard import ModelCard, load_card, output_probability
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,7 @@ class TFLiteClassifier:
         scale, zero_point = self._output["quantization"]
         if raw.dtype != np.float32 and scale:
             values = (values - zero_point) * scale
-        if self.card.output_kind == "logit":
-            if values.size == 2:
-                shifted = np.exp(values - values.max())
-                p = float(shifted[1] / shifted.sum())
-            else:
-                p = 0.5 * (1.0 + math.tanh(float(values[0]) / 2.0))  # a sigmoid that cannot overflow
-        else:
-            p = float(values[-1])
+        p = output_probability(values, self.card.output_kind)
         if not math.isfinite(p):
             raise ModelError(f"{self.model_path}: the model returned {p} for this frame")
         return min(max(p, 0.0), 1.0)

@@ -1,0 +1,293 @@
+"""`blankfilter convert`: a trained float model -> a full-int8 TFLite file + its model card.
+
+Calibration frames go through the trap's own preprocessing (`firmware_app.imaging`), so the int8
+ranges are measured on exactly what the model will see in the field. The result is loaded back
+with the trap's runtime and checked against the float model before the card is written.
+
+Importers, each loaded only when used (the `convert` extra brings TensorFlow):
+- Keras `.keras` / `.h5` and TensorFlow SavedModel folders: TensorFlow's TFLite converter.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from firmware_app.errors import BlankfilterError, ImageError
+from firmware_app.imaging import ImagingSettings, normalise, prepare_jpeg
+from firmware_app.modelcard import InputSpec
+
+log = logging.getLogger(__name__)
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+# Ops the Edge TPU compiler maps (coral.ai/docs/edgetpu/models-intro, "Supported operations").
+EDGETPU_OPS = frozenset(
+    (
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "DEQUANTIZE",
+        "EXP",
+        "FLOOR",
+        "FULLY_CONNECTED",
+        "HARD_SWISH",
+        "L2_NORMALIZATION",
+        "LOGISTIC",
+        "LSTM",
+        "MAXIMUM",
+        "MAX_POOL_2D",
+        "MEAN",
+        "MINIMUM",
+        "MUL",
+        "PACK",
+        "PAD",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SQUARED_DIFFERENCE",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "TANH",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    )
+)
+
+
+class ConvertError(BlankfilterError):
+    """The model, the calibration frames or the conversion cannot be used; the message says which."""
+
+
+@dataclass(frozen=True)
+class FloatModel:
+    """A loaded float model: its input size and a function from a normalised batch to raw outputs."""
+
+    source: Path
+    kind: str  # keras | savedmodel
+    height: int
+    width: int
+    predict: Callable[[np.ndarray], np.ndarray]
+    converter: Callable[[], Any]  # -> tf.lite.TFLiteConverter
+
+
+def import_tensorflow() -> ModuleType:
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise ConvertError(
+            f"TensorFlow is needed to convert Keras and SavedModel models ({exc}). Install the extra: "
+            "pip install 'blankfilter[convert]' (on a workstation, never on the trap)."
+        ) from None
+    return tf
+
+
+def load_float_model(path: Path) -> FloatModel:
+    if not path.exists():
+        raise ConvertError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ConvertError(f"{path}: a folder, but not a TensorFlow SavedModel (no saved_model.pb)")
+        return _load_savedmodel(path)
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return _load_keras(path)
+    if path.suffix.lower() in (".onnx", ".pt", ".pt2", ".pth"):
+        raise ConvertError(
+            f"{path}: PyTorch and ONNX models are not supported by this version of convert yet; "
+            "export the model to a TensorFlow SavedModel first (e.g. with onnx2tf)"
+        )
+    raise ConvertError(f"{path}: not a model blankfilter can convert (expected .keras, .h5 or a SavedModel folder)")
+
+
+def _input_size(shape: Any, where: Path) -> tuple[int, int]:
+    dims = [None if d is None else int(d) for d in shape]
+    if len(dims) != 4 or dims[3] != 3 or dims[1] is None or dims[2] is None:
+        raise ConvertError(
+            f"{where}: input shape {dims}; the trap feeds one RGB frame as [1, height, width, 3] "
+            "(NHWC with a fixed height and width)"
+        )
+    return dims[1], dims[2]
+
+
+def _load_keras(path: Path) -> FloatModel:
+    tf = import_tensorflow()
+    try:
+        model = tf.keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError, TypeError... all mean "not loadable"
+        raise ConvertError(f"{path}: Keras cannot load it ({type(exc).__name__}: {exc})") from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ConvertError(
+            f"{path}: expected one input and one output, found {len(model.inputs)} and {len(model.outputs)}"
+        )
+    height, width = _input_size(model.inputs[0].shape, path)
+
+    def converter() -> Any:
+        # Keras 3 models convert through a SavedModel export; the temp folder lives as long as
+        # the converter object needs it (until convert() returns).
+        folder = tempfile.mkdtemp(prefix="blankfilter-keras-")
+        model.export(folder, verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(folder)
+        conv._blankfilter_tmp = folder  # removed by convert_model
+        return conv
+
+    return FloatModel(path, "keras", height, width, lambda x: np.asarray(model(x, training=False)), converter)
+
+
+def _load_savedmodel(path: Path) -> FloatModel:
+    tf = import_tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise ConvertError(f"{path}: TensorFlow cannot load this SavedModel ({type(exc).__name__}: {exc})") from None
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ConvertError(f"{path}: expected one input in serving_default, found {len(inputs)}")
+    name, spec = next(iter(inputs.items()))
+    height, width = _input_size(spec.shape, path)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = signature(**{name: tf.constant(x)})
+        return np.asarray(next(iter(out.values())))
+
+    return FloatModel(
+        path, "savedmodel", height, width, predict, lambda: tf.lite.TFLiteConverter.from_saved_model(str(path))
+    )
+
+
+def calibration_frames(folder: Path, spec: InputSpec, settings: ImagingSettings, limit: int) -> list[np.ndarray]:
+    """Normalised [1, H, W, 3] float32 tensors from a folder of JPEGs, via the trap's preprocessing."""
+    if not folder.is_dir():
+        raise ConvertError(f"--calibration {folder}: not a folder of frames")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise ConvertError(f"--calibration {folder}: no JPEG frames in it")
+    step = max(1, len(files) // limit)  # spread over the folder (cameras, day and night), not the first N
+    tensors, bad = [], []
+    for path in files[::step][:limit]:
+        try:
+            prepared = prepare_jpeg(path.read_bytes(), spec, settings)
+        except (OSError, ImageError) as exc:
+            bad.append(f"{path.name}: {exc}")
+            continue
+        tensors.append(normalise(prepared.pixels, spec)[None])
+    if bad:
+        log.warning("%d calibration frame(s) unreadable and skipped, e.g. %s", len(bad), bad[0])
+    if len(tensors) < 8:
+        raise ConvertError(
+            f"--calibration {folder}: only {len(tensors)} usable frame(s) ({len(bad)} unreadable); at least 8 are "
+            "needed, a few hundred from the trap's cameras (day and night) are better"
+        )
+    return tensors
+
+
+def quantise(model: FloatModel, samples: list[np.ndarray], input_type: str, progress: Any = None) -> bytes:
+    tf = import_tensorflow()
+    converter = model.converter()
+    task = progress.add_task("calibrating", total=len(samples)) if progress else None
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for sample in samples:
+            if progress:
+                progress.advance(task)
+            yield [sample]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8 if input_type == "uint8" else tf.int8
+    converter.inference_output_type = converter.inference_input_type
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        text = str(exc).strip().splitlines()
+        detail = next(
+            (line for line in text if "op" in line.lower() and ("not supported" in line or "failed" in line)),
+            text[-1] if text else "",
+        )
+        raise ConvertError(
+            f"{model.source}: full-int8 conversion failed (an op with no int8 kernel?): {detail}"
+        ) from None
+    finally:
+        tmp = getattr(converter, "_blankfilter_tmp", None)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _plain_interpreter(tflite_path: Path) -> Any:
+    """An interpreter without the default XNNPACK delegate, so the ops listed are the model's own."""
+    from firmware_app.classifiers.tflite import import_runtime
+
+    _, runtime = import_runtime()
+    resolver = getattr(runtime, "OpResolverType", None)
+    kwargs = {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if resolver else {}
+    interpreter = runtime.Interpreter(model_path=str(tflite_path), **kwargs)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def op_report(tflite_path: Path) -> tuple[list[str], list[str]]:
+    """(op names in the model, ops that compute in float) read from the converted file."""
+    interpreter = _plain_interpreter(tflite_path)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops, float_ops = [], []
+    for op in interpreter._get_ops_details():  # the runtime's own op listing (no public API for it)
+        ops.append(op["op_name"])
+        dtypes = {tensors[i]["dtype"] for i in list(op["inputs"]) + list(op["outputs"]) if i in tensors}
+        if np.float32 in dtypes and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+            float_ops.append(op["op_name"])
+    return ops, float_ops
+
+
+def edgetpu_check(ops: list[str], float_ops: list[str], tflite_path: Path) -> list[str]:
+    """What would keep the model (or part of it) off the Edge TPU; empty when it looks ready."""
+    problems = [f"op {name} is not supported by the Edge TPU" for name in sorted(set(ops) - EDGETPU_OPS)]
+    problems += [f"op {name} computes in float" for name in sorted(set(float_ops))]
+    interpreter = _plain_interpreter(tflite_path)
+    for detail in interpreter.get_input_details() + interpreter.get_output_details():
+        if int(detail["shape"][0]) != 1:
+            problems.append(f"tensor {detail['name']} has batch {detail['shape'][0]}, the Edge TPU needs 1")
+        if np.dtype(detail["dtype"]) not in (np.uint8, np.int8):
+            problems.append(f"tensor {detail['name']} is {np.dtype(detail['dtype'])}, the Edge TPU needs int8/uint8")
+    return problems
+
+
+def compile_edgetpu(tflite_path: Path) -> Path | None:
+    """Run `edgetpu_compiler` when installed (x86-64 only, Google's apt repo)."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        log.info("edgetpu_compiler not on PATH: no _edgetpu.tflite made (see deploy/CORAL.md)")
+        return None
+    done = subprocess.run(
+        [compiler, "-s", "-o", str(tflite_path.parent), str(tflite_path)], capture_output=True, text=True, check=False
+    )
+    out = tflite_path.with_name(f"{tflite_path.stem}_edgetpu.tflite")
+    if done.returncode != 0 or not out.is_file():
+        log.warning("edgetpu_compiler failed (%s): %s", done.returncode, done.stdout[-500:] + done.stderr[-500:])
+        return None
+    return out
