@@ -115,7 +115,7 @@ def verify(
 def run(args: argparse.Namespace) -> int:
     from firmware_app.classifiers.tflite import TFLiteClassifier
 
-    model = load_float_model(args.model_in)
+    model = load_float_model(args.model_in, args.input_size)
     spec = input_spec(model, args)
     settings = ImagingSettings(gamma=args.gamma)
     out: Path = args.output

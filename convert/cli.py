@@ -16,6 +16,14 @@ from typing import Any
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH, e.g. 320x320") from None
+    return height, width
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model .tflite with its card; default: the shipped model")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
@@ -26,8 +34,14 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    convert = sub.add_parser("convert", help="turn a Keras/SavedModel model into a full-int8 TFLite + model card")
-    convert.add_argument("model_in", type=Path, metavar="MODEL", help=".keras, .h5 or a SavedModel folder")
+    convert = sub.add_parser(
+        "convert", help="turn a Keras, SavedModel, ONNX or PyTorch model into a full-int8 TFLite + model card"
+    )
+    convert.add_argument(
+        "model_in", type=Path, metavar="MODEL",
+        help=".keras, .h5, a SavedModel folder, .onnx, or PyTorch .pt2 (torch.export) / .pt (TorchScript, nn.Module)",
+    )  # fmt: skip
+    convert.add_argument("--input-size", type=_size, help="HEIGHTxWIDTH, for PyTorch files that do not record it")
     convert.add_argument("-o", "--output", type=Path, required=True, help="the .tflite to write (card beside it)")
     convert.add_argument("--calibration", type=Path, required=True, help="folder of frames from the traps (JPEG)")
     convert.add_argument("--calibration-count", type=int, default=300, help="frames used to calibrate (default 300)")

@@ -6,11 +6,15 @@ with the trap's runtime and checked against the float model before the card is w
 
 Importers, each loaded only when used (the `convert` extra brings TensorFlow):
 - Keras `.keras` / `.h5` and TensorFlow SavedModel folders: TensorFlow's TFLite converter.
+- ONNX (`onnx` extra): onnx2tf turns it into a SavedModel (NCHW -> NHWC), then as above.
+- PyTorch (`torch` extra): `.pt2` (torch.export), TorchScript or a pickled nn.Module -> ONNX -> as above.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +33,9 @@ from firmware_app.modelcard import InputSpec
 log = logging.getLogger(__name__)
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+TORCH_SUFFIXES = (".pt", ".pth", ".pt2")
+# onnx2tf checks its own output on 20 sample images it would otherwise download from GitHub.
+ONNX2TF_SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 # Ops the Edge TPU compiler maps (coral.ai/docs/edgetpu/models-intro, "Supported operations").
 EDGETPU_OPS = frozenset(
@@ -107,7 +114,8 @@ def import_tensorflow() -> ModuleType:
     return tf
 
 
-def load_float_model(path: Path) -> FloatModel:
+def load_float_model(path: Path, input_size: tuple[int, int] | None = None) -> FloatModel:
+    """`input_size` (height, width) is needed only for PyTorch modules that do not carry one."""
     if not path.exists():
         raise ConvertError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -116,12 +124,14 @@ def load_float_model(path: Path) -> FloatModel:
         return _load_savedmodel(path)
     if path.suffix.lower() in KERAS_SUFFIXES:
         return _load_keras(path)
-    if path.suffix.lower() in (".onnx", ".pt", ".pt2", ".pth"):
-        raise ConvertError(
-            f"{path}: PyTorch and ONNX models are not supported by this version of convert yet; "
-            "export the model to a TensorFlow SavedModel first (e.g. with onnx2tf)"
-        )
-    raise ConvertError(f"{path}: not a model blankfilter can convert (expected .keras, .h5 or a SavedModel folder)")
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path)
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        return _load_torch(path, input_size)
+    raise ConvertError(
+        f"{path}: not a model blankfilter can convert (expected .keras, .h5, a SavedModel folder, .onnx, "
+        ".pt2 (torch.export), or .pt/.pth (TorchScript or a pickled nn.Module))"
+    )
 
 
 def _input_size(shape: Any, where: Path) -> tuple[int, int]:
@@ -178,6 +188,84 @@ def _load_savedmodel(path: Path) -> FloatModel:
     return FloatModel(
         path, "savedmodel", height, width, predict, lambda: tf.lite.TFLiteConverter.from_saved_model(str(path))
     )
+
+
+def _scratch() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="blankfilter-convert-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _load_onnx(path: Path) -> FloatModel:
+    """ONNX -> TensorFlow SavedModel (NCHW becomes NHWC) with onnx2tf, then the SavedModel path."""
+    try:
+        import onnx2tf
+    except ImportError as exc:
+        raise ConvertError(
+            f"{path}: converting ONNX needs onnx2tf ({exc}). Install the extra: pip install 'blankfilter[onnx]'"
+        ) from None
+    work = _scratch()
+    np.save(work / ONNX2TF_SAMPLES, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+    previous = Path.cwd()
+    os.chdir(work)  # onnx2tf looks for its sample images in the working directory
+    try:
+        onnx2tf.convert(
+            input_onnx_file_path=str(path.resolve()), output_folder_path=str(work / "saved"), non_verbose=True
+        )
+    except Exception as exc:  # onnx2tf raises anything from ValueError to SystemExit-like errors
+        raise ConvertError(f"{path}: onnx2tf cannot convert it ({type(exc).__name__}: {exc})") from None
+    finally:
+        os.chdir(previous)
+    loaded = _load_savedmodel(work / "saved")
+    return FloatModel(path, "onnx", loaded.height, loaded.width, loaded.predict, loaded.converter)
+
+
+def _load_torch(path: Path, input_size: tuple[int, int] | None) -> FloatModel:
+    """A PyTorch model, through ONNX: a torch.export program (.pt2), TorchScript, or a pickled module.
+
+    The module takes NCHW input, normalised as the card will say; its output is p(non-blank) or a logit.
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        raise ConvertError(
+            f"{path}: converting PyTorch needs torch ({exc}). Install: pip install torch 'blankfilter[torch]'"
+        ) from None
+    example, program = None, None
+    try:
+        if path.suffix.lower() == ".pt2":
+            program = torch.export.load(str(path))
+            module, example = program.module(), program.example_inputs[0][0]
+        else:
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except RuntimeError:
+                module = torch.load(
+                    path, map_location="cpu", weights_only=False
+                )  # executes the pickle: trusted files only
+    except Exception as exc:
+        raise ConvertError(f"{path}: PyTorch cannot load it ({type(exc).__name__}: {exc})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ConvertError(
+            f"{path}: holds a {type(module).__name__}, not a model (save the nn.Module, or use torch.export)"
+        )
+    if example is None:
+        if input_size is None:
+            raise ConvertError(f"{path}: give --input-size HEIGHTxWIDTH (this file does not record its input shape)")
+        example = torch.zeros(1, 3, *input_size)
+    if tuple(example.shape[:2]) != (1, 3) or example.dim() != 4:
+        raise ConvertError(f"{path}: input shape {list(example.shape)}; expected [1, 3, height, width] (one RGB frame)")
+    onnx_path = _scratch() / f"{path.stem}.onnx"
+    try:
+        if program is not None:  # already traced: the dynamo exporter takes the program as it is
+            torch.onnx.export(program, (example,), str(onnx_path), dynamo=True, verbose=False)
+        else:
+            module.eval()
+            torch.onnx.export(module, (example,), str(onnx_path), input_names=["frame"], dynamo=False)
+    except Exception as exc:
+        raise ConvertError(f"{path}: export to ONNX failed ({type(exc).__name__}: {exc})") from None
+    loaded = _load_onnx(onnx_path)
+    return FloatModel(path, "pytorch", loaded.height, loaded.width, loaded.predict, loaded.converter)
 
 
 def calibration_frames(folder: Path, spec: InputSpec, settings: ImagingSettings, limit: int) -> list[np.ndarray]:

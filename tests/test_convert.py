@@ -125,10 +125,15 @@ def test_bad_inputs_give_clear_errors(run_cli: RunCli, tmp_path: Path) -> None:
     done = convert(run_cli, not_model, out)
     assert done.returncode == 2 and "Keras cannot load it" in done.stderr and str(not_model) in done.stderr
 
-    onnx = tmp_path / "model.onnx"
-    onnx.write_bytes(b"\x08\x01")
-    done = convert(run_cli, onnx, out)
-    assert done.returncode == 2 and "not supported by this version" in done.stderr
+    not_pytorch = tmp_path / "model.pt2"
+    not_pytorch.write_bytes(b"\x08\x01")
+    done = convert(run_cli, not_pytorch, out)
+    assert done.returncode == 2 and "cannot load it" in done.stderr and str(not_pytorch) in done.stderr
+
+    unknown = tmp_path / "model.tflite"
+    unknown.write_bytes(b"x")
+    done = convert(run_cli, unknown, out)
+    assert done.returncode == 2 and "not a model blankfilter can convert" in done.stderr
 
     flat = small_keras(tmp_path / "flat.keras", input_shape=(100,))
     done = convert(run_cli, flat, out)
@@ -194,4 +199,96 @@ def test_missing_tensorflow_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp
     model = tmp_path / "m.keras"
     model.write_bytes(b"x")
     with pytest.raises(ConvertError, match=r"pip install 'blankfilter\[convert\]'"):
+        load_float_model(model)
+
+
+# -- PyTorch and ONNX, through onnx2tf into the same converter ------------------------------------
+def small_torch() -> object:
+    torch = pytest.importorskip("torch", reason="torch is not installed (the torch extra)")
+    pytest.importorskip("onnx2tf", reason="onnx2tf is not installed (the onnx extra)")
+
+    class Scorer(torch.nn.Module):  # takes NCHW input in 0..1 (normalisation "unit")
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(8, 1)
+
+        def forward(self, x: object) -> object:
+            return torch.sigmoid(self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3))))
+
+    torch.manual_seed(3)
+    return Scorer().eval()
+
+
+def torch_scores(module: object, spec: object) -> list[float]:
+    import torch
+
+    frames = sorted(FRAMES.rglob("*.[jJ][pP][gG]"))
+    out = []
+    for path in frames:
+        pixels = prepare_jpeg(path.read_bytes(), spec, ImagingSettings()).pixels
+        x = torch.from_numpy(normalise(pixels, spec)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            out.append(float(module(x)[0, 0]))
+    return out
+
+
+def trap_scores(out: Path) -> tuple[TFLiteClassifier, list[float]]:
+    classifier = TFLiteClassifier(out)
+    frames = sorted(FRAMES.rglob("*.[jJ][pP][gG]"))
+    settings = ImagingSettings()
+    return classifier, [
+        classifier.score(prepare_jpeg(p.read_bytes(), classifier.card.input, settings).pixels) for p in frames
+    ]
+
+
+def test_pytorch_exported_program_becomes_full_int8(run_cli: RunCli, tmp_path: Path) -> None:
+    import torch
+
+    module = small_torch()
+    program = torch.export.export(module, (torch.zeros(1, 3, SIZE, SIZE),))
+    source = tmp_path / "scorer.pt2"
+    torch.export.save(program, str(source))
+    out = tmp_path / "scorer.tflite"
+    done = convert(run_cli, source, out, "--normalisation", "unit")
+    assert done.returncode == 0, done.stderr
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["source"]["kind"] == "pytorch" and card["metrics"]["convert"]["float_ops"] == []
+    classifier, int8 = trap_scores(out)
+    floats = torch_scores(module, classifier.card.input)
+    assert max(abs(a - b) for a, b in zip(int8, floats, strict=True)) < 0.03, "int8 drifted from the PyTorch model"
+
+
+def test_onnx_and_torchscript_files_convert(run_cli: RunCli, tmp_path: Path) -> None:
+    import torch
+
+    module = small_torch()
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    onnx_file = tmp_path / "scorer.onnx"
+    torch.onnx.export(module, (example,), str(onnx_file), input_names=["frame"], dynamo=False)
+    scripted = tmp_path / "scorer.pt"
+    torch.jit.save(torch.jit.trace(module, example), str(scripted))
+
+    done = convert(run_cli, onnx_file, tmp_path / "from_onnx.tflite", "--normalisation", "unit")
+    assert done.returncode == 0, done.stderr
+    missing_size = convert(run_cli, scripted, tmp_path / "from_ts.tflite", "--normalisation", "unit")
+    assert missing_size.returncode == 2 and "--input-size" in missing_size.stderr
+    done = convert(
+        run_cli, scripted, tmp_path / "from_ts.tflite", "--normalisation", "unit", "--input-size", f"{SIZE}x{SIZE}"
+    )
+    assert done.returncode == 0, done.stderr
+    _, from_onnx = trap_scores(tmp_path / "from_onnx.tflite")
+    classifier, from_ts = trap_scores(tmp_path / "from_ts.tflite")
+    floats = torch_scores(module, classifier.card.input)
+    for got in (from_onnx, from_ts):
+        assert max(abs(a - b) for a, b in zip(got, floats, strict=True)) < 0.03
+
+
+def test_missing_onnx2tf_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from convert.converter import ConvertError, load_float_model
+
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(ConvertError, match=r"pip install 'blankfilter\[onnx\]'"):
         load_float_model(model)
