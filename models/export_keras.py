@@ -6,8 +6,8 @@ the shipped int8 TFLite from it with TensorFlow's own full-integer converter.
 
 The weights come as a NumPy .npz of the PyTorch state dict (models/train.py writes it), so this
 step needs TensorFlow but not torch. Layer for layer the same arithmetic: TF 'SAME' padding (the
-PyTorch side pads the same way), BatchNorm with eps 1e-3, ReLU6, and the frame score is the
-sigmoid of the highest cell logit. `--check` compares scores with the PyTorch model's.
+PyTorch side pads the same way), BatchNorm with eps 1e-3, ReLU6; the output is the highest cell
+logit (its sigmoid is the frame's p(non-blank)). `--check` compares scores with the PyTorch model's.
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ def build(weights: dict[str, np.ndarray]) -> tf.keras.Model:
     cells = layers.Conv2D(1, 1, name="cells")
     cells.build(x.shape)
     cells.set_weights([weights["cells.weight"].transpose(2, 3, 1, 0), weights["cells.bias"]])
-    x = layers.GlobalMaxPooling2D(name="best_cell")(cells(x))
-    outputs = layers.Activation("sigmoid", name="p_nonblank")(x)
+    # The output is the best cell's *logit* (card output.kind = "logit"; the trap applies the
+    # sigmoid). A uint8 probability would crowd the low scores where the 97 %-recall cutoff sits
+    # (about 0.03) onto a handful of levels; logits keep them apart.
+    outputs = layers.GlobalMaxPooling2D(name="best_cell_logit")(cells(x))
     return tf.keras.Model(inputs, outputs, name="blankfilter_cellnet")
 
 
@@ -90,7 +92,7 @@ def main() -> None:
         worst = 0.0
         for path, expected in reference.items():
             pixels = prepare_jpeg(Path(path).read_bytes(), SPEC, ImagingSettings()).pixels
-            got = float(model(normalise(pixels, SPEC)[None])[0, 0])
+            got = float(tf.sigmoid(model(normalise(pixels, SPEC)[None]))[0, 0])
             worst = max(worst, abs(got - expected))
         print(f"Keras vs PyTorch on {len(reference)} frames: max score difference {worst:.2e}")
         if worst > 1e-3:

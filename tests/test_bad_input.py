@@ -24,7 +24,7 @@ import pytest
 from conftest import FRAMES, MODELS, TINY_U8, cli_env
 from PIL import Image
 
-from firmware_app.classifiers import MODELS_DIR, load_classifier
+from firmware_app.classifiers import load_classifier
 from firmware_app.config import load_config
 from firmware_app.ledger import Ledger
 from firmware_app.pipeline import LedgerUnavailable, Pipeline
@@ -572,10 +572,12 @@ def test_bad_model_exits_2_naming_the_file(
     assert not (tmp_path / "store" / "ledger.db").exists(), "a ledger was written although the model is unusable"
 
 
-def test_no_model_at_all_says_how_to_get_one(tmp_path: Path, make_inbox: MakeInbox, run_cli: RunCli) -> None:
-    shipped = sorted(p for p in MODELS_DIR.glob("*.tflite") if not p.stem.endswith("_edgetpu"))
-    if shipped:
-        pytest.skip(f"a shipped model exists ({shipped[0].name}): the empty model.path uses it")
+def test_no_model_at_all_says_how_to_get_one(
+    tmp_path: Path, make_inbox: MakeInbox, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty_models = tmp_path / "models"
+    empty_models.mkdir()
+    monkeypatch.setenv("BLANKFILTER_MODELS_DIR", str(empty_models))  # as if nothing had shipped
     inbox = make_inbox(bursts=[NONBLANK_BURST])
     before = snapshot(inbox)
 
@@ -589,7 +591,7 @@ def test_no_model_at_all_says_how_to_get_one(tmp_path: Path, make_inbox: MakeInb
 
     assert done.returncode == 2, outcome(done)
     assert "Traceback" not in done.stderr, outcome(done)
-    for part in ("no model in", str(MODELS_DIR), "--model", "model.path", "blankfilter convert"):
+    for part in ("no model in", str(empty_models), "--model", "model.path", "blankfilter convert"):
         assert part in done.stderr, f"message does not contain {part!r}:\n{done.stderr}"
     assert snapshot(inbox) == before
     assert not (tmp_path / "store" / "ledger.db").exists()

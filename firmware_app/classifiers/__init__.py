@@ -6,6 +6,7 @@ A classifier turns model-sized RGB pixels (from `firmware_app.imaging`) into p(n
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -16,8 +17,13 @@ from firmware_app.modelcard import ModelCard
 
 log = logging.getLogger(__name__)
 
-# The shipped model(s) live in models/ at the top of the project (beside firmware_app/).
+# The shipped model(s) live in models/ at the top of the project (beside firmware_app/);
+# BLANKFILTER_MODELS_DIR points elsewhere (an installed system's share folder, a test).
 MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "models"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("BLANKFILTER_MODELS_DIR") or MODELS_DIR)
 
 
 class Classifier(Protocol):
@@ -29,20 +35,21 @@ class Classifier(Protocol):
         ...
 
 
-def default_model_path(models_dir: Path = MODELS_DIR) -> Path:
+def default_model_path(folder: Path | None = None) -> Path:
     """The shipped model, or a ModelError that says how to get one."""
-    found = sorted(p for p in models_dir.glob("*.tflite") if not p.stem.endswith("_edgetpu"))
+    folder = folder or models_dir()
+    found = sorted(p for p in folder.glob("*.tflite") if not p.stem.endswith("_edgetpu"))
     if len(found) == 1:
         return found[0]
     if not found:
         raise ModelError(
-            f"no model in {models_dir}: the trained blank/non-blank model ships there (see "
+            f"no model in {folder}: the trained blank/non-blank model ships there (see "
             "models/README.md). Until then pass --model FILE.tflite (with its card FILE.json "
             "beside it) or set model.path in the config; `blankfilter convert` makes one from a "
             "Keras, SavedModel, PyTorch or ONNX model."
         )
     names = ", ".join(p.name for p in found)
-    raise ModelError(f"several models in {models_dir} ({names}): choose one with --model or model.path")
+    raise ModelError(f"several models in {folder} ({names}): choose one with --model or model.path")
 
 
 def load_classifier(
