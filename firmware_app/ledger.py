@@ -203,6 +203,15 @@ class Ledger:
                 (now_iso(), action, dest, dest, error, error, frame_id),
             )
 
+    def done_many(self, frame_ids: list[int]) -> None:
+        """Mark a burst's frames done in one transaction; their store errors no longer hold."""
+        at = now_iso()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE frames SET state = 'done', done_at = ?, store_error = NULL WHERE id = ?",
+                [(at, frame_id) for frame_id in frame_ids],
+            )
+
     def note_error(self, frame_id: int, error: str | None) -> None:
         with self.transaction() as db:
             db.execute("UPDATE frames SET error = ? WHERE id = ?", (error, frame_id))

@@ -193,9 +193,10 @@ class Pipeline:
     # -- recovery ---------------------------------------------------------------------------
     def recover(self) -> None:
         """Finish what a crash interrupted: replay decided actions, re-pend scored frames."""
-        for row in self.ledger.in_state("decided"):
+        interrupted = self.ledger.in_state("decided")
+        for row in interrupted:
             log.info("resuming interrupted %s of %s", row.action, row.path)
-            self.apply(row)
+        self.apply_all(interrupted)
         for row in self.ledger.in_state("scored"):
             if (self.config.source.inbox / row.path).exists():
                 self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score)
@@ -359,10 +360,8 @@ class Pipeline:
         self.ledger.decide(decisions)
         for frame in burst:
             del self._pending[frame.frame_id]
-        for frame in burst:
-            row = self.ledger.find_by_id(frame.frame_id)
-            if row is not None:
-                self.apply(row)
+        rows = [self.ledger.find_by_id(frame.frame_id) for frame in burst]
+        self.apply_all([row for row in rows if row is not None])
 
     def discard_action(self) -> str:
         mode = self.config.store.discard
@@ -372,12 +371,32 @@ class Pipeline:
 
     # -- file operations --------------------------------------------------------------------
     def apply(self, row: FrameRow) -> None:
-        """Carry out a decided row's file operation; on failure the frame stays in the inbox."""
+        self.apply_all([row])
+
+    def apply_all(self, rows: list[FrameRow]) -> None:
+        """Carry out decided rows' file operations (a burst), then mark them done in one ledger
+        transaction: one fsync for the burst instead of one per frame, which spares SD cards.
+        A crash in between replays harmlessly (the sources are gone, the destinations hold the
+        bytes). A frame whose operation failed stays in the inbox and is retried."""
+        finished = [row for row in rows if self._file_operation(row)]
+        if not finished:
+            return
+        try:
+            self.ledger.done_many([row.id for row in finished])
+        except LedgerUnavailable as exc:
+            for row in finished:  # the files moved but the ledger could not say so yet: retry the marking
+                self._schedule_retry(row, str(exc))
+            return
+        for row in finished:
+            self._retry_at.pop(row.id, None)
+            self.summary.counts[row.action or "?"] += 1
+            log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
+
+    def _file_operation(self, row: FrameRow) -> bool:
+        """Move or delete one decided frame. True when it is done and only needs marking."""
         if self.dry_run:
             log.info("dry run: %s %s (score %s)", row.action, row.path, _fmt(row.score))
-            self.ledger.done(row.id)
-            self.summary.counts[row.action or "?"] += 1
-            return
+            return True
         try:
             if row.action == "deleted":
                 self.store.delete(row.path)
@@ -387,22 +406,11 @@ class Pipeline:
             log.warning("%s", exc)
             self.ledger.done(row.id, action="vanished", error=str(exc))
             self.summary.counts["vanished"] += 1
-            return
+            return False
         except OSError as exc:
             self._failed(row, exc)
-            return
-        try:
-            if row.store_error:  # done on a retry: the "stays in the inbox" note no longer holds
-                self.ledger.note_store_error(row.id, None)
-            self.ledger.done(row.id)
-        except LedgerUnavailable as exc:
-            # The file operation happened but could not be recorded: replaying it later is a no-op
-            # (the source is gone, the destination holds the bytes), and then the row is marked done.
-            self._schedule_retry(row, f"{exc}")
-            return
-        self._retry_at.pop(row.id, None)
-        self.summary.counts[row.action or "?"] += 1
-        log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
+            return False
+        return True
 
     def _failed(self, row: FrameRow, exc: OSError) -> None:
         where = exc.filename or self.config.store.root
