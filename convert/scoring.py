@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -108,7 +108,3 @@ def read_scores(path: Path) -> list[ScoredFrame]:
             )
         )
     return out
-
-
-def with_scores(scored: list[ScoredFrame], scores: list[float]) -> list[ScoredFrame]:
-    return [replace(f, score=s) for f, s in zip(scored, scores, strict=True)]

@@ -221,10 +221,6 @@ class Ledger:
         with self.transaction() as db:
             db.execute("UPDATE frames SET store_error = ? WHERE id = ?", (error, frame_id))
 
-    def set_action(self, frame_id: int, action: str, dest: str | None) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE frames SET action = ?, dest = ? WHERE id = ?", (action, dest, frame_id))
-
     def quarantined(self) -> list[tuple[int, str, str, int]]:
         """(id, dest, done_at, size) of frames still in quarantine, oldest first."""
         rows = self.db.execute(
