@@ -1,4 +1,4 @@
-"""`blankfilter` command line: run, classify, stats, bench, config."""
+"""`blankfilter` command line: run, classify, stats, bench, config, reference."""
 
 from __future__ import annotations
 
@@ -97,7 +97,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             config.ledger_path, exc, disk_note(config.store.root), config.source.inbox,
         )  # fmt: skip
         return EXIT_INCOMPLETE
-    pipeline = Pipeline(config, classifier, ledger, dry_run=args.dry_run)
+    context = None
+    if not args.dry_run:  # a dry run changes nothing, the reference bank included
+        from firmware_app.context.cli import load_context
+
+        context = load_context(config)
+    pipeline = Pipeline(config, classifier, ledger, dry_run=args.dry_run, context=context)
+    if context is not None:
+        log.info(
+            "camera context: %s, cutoff %.3f, veto %.2f, references in %s",
+            context.label, context.settings.cutoff, context.settings.veto, config.bank_path,
+        )  # fmt: skip
     cutoff_from = "config" if config.model.cutoff is not None else "model card"
     log.info(
         "blankfilter %s: trap %s, model %s (%s), cutoff %.3f (%s), inbox %s, discard=%s%s",
@@ -202,6 +212,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     console.print(actions)
     for model, version, count in stats["models"]:
         console.print(f"model {model} {version}: {count} frames")
+    context = ", ".join(f"{state} {n}" for state, n in sorted(stats["context"].items()))
+    console.print(f"camera context (scored frames): {context or '-'}")
     for path, error in stats["recent_errors"]:
         console.print(f"[yellow]{path}[/]: {error}")
     return EXIT_OK
@@ -266,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--variant", choices=("reduced", "naive"), help=argparse.SUPPRESS)
     bench.set_defaults(func=cmd_bench)
+    from firmware_app.context.cli import register as register_reference
+
+    register_reference(sub, add_common)
     add_plugin_commands(sub)
     return parser
 

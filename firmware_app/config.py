@@ -80,6 +80,17 @@ class StoreSection:
 
 
 @dataclass(frozen=True)
+class ContextSection:
+    enabled: bool = opt(True, "compare frames with the camera's reference frames (inert until it has some)")
+    extractor: str = opt("", "feature model .tflite; empty: the shipped one in models/context/")
+    cutoff: float | None = opt(None, "context score at or over which a frame is kept; unset: the card's", lo=0, hi=2)
+    veto: float = opt(0.5, "classifier p(non-blank) at or over which a frame is kept whatever the scene", lo=0, hi=1)
+    drift_limit: float = opt(0.25, "median cell distance over which references no longer fit the scene", lo=0, hi=2)
+    max_references: int = opt(12, "references kept per camera and lighting mode", lo=1, hi=200)
+    topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often", lo=0)
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -92,12 +103,17 @@ class Config:
     imaging: ImagingSection = field(default_factory=ImagingSection)
     decision: DecisionSection = field(default_factory=DecisionSection)
     store: StoreSection = field(default_factory=StoreSection)
+    context: ContextSection = field(default_factory=ContextSection)
     log: LogSection = field(default_factory=LogSection)
     origin: str = "defaults"
 
     @property
     def ledger_path(self) -> Path:
         return self.store.root / "ledger.db"
+
+    @property
+    def bank_path(self) -> Path:
+        return self.store.root / "references.db"
 
 
 SECTIONS: dict[str, type] = {name: hint for name, hint in get_type_hints(Config).items() if name != "origin"}

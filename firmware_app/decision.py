@@ -3,6 +3,10 @@
 A burst is the frames of one trigger. Camera traps shoot 3 or more frames a trigger and the animal
 is often in only one of them, so a burst is kept whole if any frame scores at or over the cutoff.
 A frame that could not be scored counts as non-blank: we fail open, never discard the unknown.
+
+With camera context (firmware_app/context/), a frame whose scene matched the camera's references is
+judged by its context score instead of the classifier's, unless the classifier is sure of an animal
+(the veto): an animal that stands still in every reference-like spot must never become background.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Candidate:
     captured_ts: float
     burst_hint: str | None  # a source-given burst id wins over time gaps
     score: float | None  # None: scoring failed
+    context_score: float | None = None  # set only when the scene matched the camera's references
 
 
 def camera_of(path: str) -> str:
@@ -56,13 +61,30 @@ def _order(frame: Candidate) -> tuple[float, str]:
     return frame.captured_ts, frame.path
 
 
-def is_blank(score: float | None, cutoff: float) -> bool:
-    """A frame is blank only when it was scored and scored under the cutoff."""
-    return score is not None and score < cutoff
+@dataclass(frozen=True)
+class Cutoffs:
+    classifier: float  # p(non-blank) at or over which a frame is kept
+    context: float = 0.5  # context score at or over which a frame is kept, when its scene matched
+    veto: float = 1.0  # p(non-blank) at or over which a frame is kept even when its scene matched
 
 
-def burst_is_blank(burst: Sequence[Candidate], cutoff: float) -> bool:
-    return all(is_blank(frame.score, cutoff) for frame in burst)
+def _cutoffs(cutoff: float | Cutoffs) -> Cutoffs:
+    return cutoff if isinstance(cutoff, Cutoffs) else Cutoffs(cutoff)
+
+
+def is_blank(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> bool:
+    """A frame is blank only when it was scored and scored under the cutoff: the context cutoff
+    (with the classifier's veto) when its scene matched the camera's references, else the classifier's."""
+    if score is None:
+        return False
+    c = _cutoffs(cutoff)
+    if context_score is not None:
+        return context_score < c.context and score < c.veto
+    return score < c.classifier
+
+
+def burst_is_blank(burst: Sequence[Candidate], cutoff: float | Cutoffs) -> bool:
+    return all(is_blank(frame.score, cutoff, frame.context_score) for frame in burst)
 
 
 def burst_id(burst: Sequence[Candidate]) -> str:
@@ -82,7 +104,7 @@ def audit_pick(burst_key: str, rate: float) -> bool:
     return draw < rate
 
 
-def frame_decision(score: float | None, cutoff: float) -> str:
+def frame_decision(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> str:
     if score is None:
         return "unknown"
-    return "blank" if score < cutoff else "nonblank"
+    return "blank" if is_blank(score, cutoff, context_score) else "nonblank"

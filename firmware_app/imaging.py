@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -76,6 +77,17 @@ def prepare_jpeg(data: bytes, spec: InputSpec, settings: ImagingSettings) -> Pre
     image, source_size, captured_at = decode_jpeg(data, (spec.width, spec.height), settings)
     decoded_size = image.size
     return finish(image, spec, settings, source_size, decoded_size, captured_at)
+
+
+def prepare_jpeg_views(data: bytes, specs: Sequence[InputSpec], settings: ImagingSettings) -> list[Prepared]:
+    """One decode, one Prepared per input spec (the classifier's and the context extractor's).
+
+    The Huffman decode is the fixed cost of a frame: decoding once at the largest size any spec needs
+    and resizing from there is cheaper than decoding per model.
+    """
+    want = (max(s.width for s in specs), max(round(s.height / (1 - s.crop_top - s.crop_bottom)) for s in specs))
+    image, source_size, captured_at = decode_jpeg(data, want, settings)
+    return [finish(image, spec, settings, source_size, image.size, captured_at) for spec in specs]
 
 
 def prepare_array(rgb: np.ndarray, spec: InputSpec, settings: ImagingSettings) -> Prepared:
@@ -170,7 +182,10 @@ def finish(
 
 
 def resize_to_input(image: Image.Image, spec: InputSpec) -> Image.Image:
-    """Resize exactly as the model card says: stretch, or letterbox on grey."""
+    """Crop the info bars the card names, then resize exactly as it says: stretch, or letterbox on grey."""
+    if spec.crop_top or spec.crop_bottom:
+        top, bottom = round(image.height * spec.crop_top), round(image.height * (1 - spec.crop_bottom))
+        image = image.crop((0, top, image.width, max(bottom, top + 1)))
     size = (spec.width, spec.height)
     if spec.resize == "stretch" or image.size == size:
         return image.resize(size, Image.Resampling.BILINEAR)

@@ -28,7 +28,7 @@ from firmware_app.errors import LedgerUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     id            INTEGER PRIMARY KEY,
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS frames (
     burst_hint    TEXT,               -- burst id given by the source, if any
     burst         TEXT,               -- burst id assigned at decision time
     score         REAL,               -- p(non-blank); NULL when scoring failed
+    context_score REAL,               -- camera-context score, when the frame was compared with references
+    context_state TEXT,               -- matched | drift | inconsistent | no_references | captured | failed
     cutoff        REAL,
     gamma         REAL,
     exposure      TEXT,               -- JSON: mean, shadows, highlights, greyscale
@@ -58,6 +60,7 @@ CREATE TABLE IF NOT EXISTS frames (
     UNIQUE (path, sha256)
 );
 CREATE INDEX IF NOT EXISTS frames_state ON frames(state);
+-- (indexes on columns added after version 1 are created after the migration, in Ledger.__init__)
 CREATE INDEX IF NOT EXISTS frames_action ON frames(action, done_at);
 CREATE TABLE IF NOT EXISTS skipped (
     path   TEXT PRIMARY KEY,
@@ -89,6 +92,8 @@ class NewFrame:
     error: str | None
     model: str
     model_version: str
+    context_score: float | None = None
+    context_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class FrameRow:
     store_error: str | None
     model: str | None
     model_version: str | None
+    context_score: float | None = None
+    context_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,17 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _migrate(self) -> None:
+        """Version 1 ledgers (before camera context) gain the context columns; nothing else changes."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(frames)")}
+        for name, kind in (("context_score", "REAL"), ("context_state", "TEXT")):
+            if name not in columns:
+                self.db.execute(f"ALTER TABLE frames ADD COLUMN {name} {kind}")
+                log.info("ledger %s: added column %s (schema version %d)", self.path, name, SCHEMA_VERSION)
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -169,12 +186,13 @@ class Ledger:
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
-                " score, gamma, exposure, error, model, model_version, state, seen_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scored', ?)",
+                " score, gamma, exposure, error, model, model_version, context_score, context_state, state, seen_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scored', ?)",
                 (
                     frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
                     frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure,
-                    frame.error, frame.model, frame.model_version, now_iso(),
+                    frame.error, frame.model, frame.model_version, frame.context_score, frame.context_state,
+                    now_iso(),
                 ),
             )  # fmt: skip
         return int(cursor.lastrowid or 0)
@@ -273,6 +291,11 @@ class Ledger:
             "pending": db.execute("SELECT COUNT(*) FROM frames WHERE state != 'done'").fetchone()[0],
             "skipped": db.execute("SELECT COUNT(*) FROM skipped").fetchone()[0],
             "models": [tuple(r) for r in db.execute("SELECT model, model_version, COUNT(*) FROM frames GROUP BY 1, 2")],
+            "context": dict(
+                db.execute(
+                    "SELECT COALESCE(context_state, 'off'), COUNT(*) FROM frames WHERE score IS NOT NULL GROUP BY 1"
+                ).fetchall()
+            ),
             "days": [tuple(r) for r in days],
             "recent_errors": [tuple(r) for r in errors],
         }

@@ -6,11 +6,16 @@ This is a shared contract: the trap reads it, `convert` writes it. Format `blank
      "file": "x.tflite", "sha256": "...",
      "input": {"width": 224, "height": 224, "colour": "RGB", "resize": "stretch",
                "mean": [0, 0, 0], "std": [1, 1, 1]},
-     "output": {"kind": "probability" | "logit", "meaning": "...", "classes": ["blank", "non-blank"]},
+     "output": {"kind": "probability" | "logit" | "features", "meaning": "...", "classes": ["blank", "non-blank"]},
      "cutoff": 0.25, "target_recall": 0.97, "metrics": {...},
      "edgetpu": {"file": "x_edgetpu.tflite", "sha256": "..."}}
 
 `mean`/`std` are in pixel units: the model's real-valued input is (pixel - mean) / std per channel.
+`input.crop` (optional) is the share of the frame's height cut off at the top and the bottom before
+the resize: the info bars that trail cameras stamp on every frame.
+
+A `features` model (the camera-context extractor) outputs a `[1, h, w, c]` feature map; its `cutoff`
+is the context score's cutoff (see firmware_app/context/).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ log = logging.getLogger(__name__)
 CARD_FORMAT = "blankfilter-model-card/1"
 RESIZE_MODES = ("stretch", "letterbox")
 COLOURS = ("RGB", "BGR")
-OUTPUT_KINDS = ("probability", "logit")
+CLASSIFIER_KINDS = ("probability", "logit")
+OUTPUT_KINDS = (*CLASSIFIER_KINDS, "features")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class InputSpec:
     resize: str = "stretch"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop_top: float = 0.0  # share of the height cut off before resizing (info bars)
+    crop_bottom: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,13 @@ def _triple(raw: dict[str, Any], key: str, default: float, where: Path) -> tuple
     return a, b, c
 
 
+def _crop(crop: Any, where: Path) -> tuple[float, float]:
+    top, bottom = (crop.get("top", 0.0), crop.get("bottom", 0.0)) if isinstance(crop, dict) else (None, None)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 0.5 for v in (top, bottom)):
+        raise ModelError(f'{where}: key \'input.crop\' = {crop!r}; expected {{"top": 0..0.5, "bottom": 0..0.5}}')
+    return float(top), float(bottom)  # type: ignore[arg-type]
+
+
 def parse_card(raw: dict[str, Any], where: Path) -> ModelCard:
     fmt = raw.get("format", CARD_FORMAT)
     if fmt != CARD_FORMAT:
@@ -140,6 +155,7 @@ def parse_card(raw: dict[str, Any], where: Path) -> ModelCard:
     std = _triple(spec, "std", 1.0, where)
     if any(s <= 0 for s in std):
         raise ModelError(f"{where}: key 'input.std' = {list(std)} must be positive")
+    crop_top, crop_bottom = _crop(spec.get("crop") or {}, where)
     output = raw.get("output", {})
     kind = output.get("kind", "probability") if isinstance(output, dict) else None
     if kind not in OUTPUT_KINDS:
@@ -154,7 +170,7 @@ def parse_card(raw: dict[str, Any], where: Path) -> ModelCard:
         path=where,
         model_file=str(raw.get("file", "")),
         sha256=str(_need(raw, "sha256", str, where)).lower(),
-        input=InputSpec(width, height, colour, resize, _triple(spec, "mean", 0.0, where), std),
+        input=InputSpec(width, height, colour, resize, _triple(spec, "mean", 0.0, where), std, crop_top, crop_bottom),
         output_kind=kind,
         cutoff=float(cutoff),
         target_recall=raw.get("target_recall"),

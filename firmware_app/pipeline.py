@@ -24,10 +24,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import numpy as np
+
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
+from firmware_app.context import FAILED, Assessment, CameraContext, TopUpFrame, lighting_mode
+from firmware_app.context.bank import BankError
 from firmware_app.decision import (
     Candidate,
+    Cutoffs,
     audit_pick,
     burst_id,
     burst_is_blank,
@@ -69,6 +74,7 @@ class Loaded:
     prepared: Prepared | None
     error: str | None  # why it could not be decoded: it will be kept (fail open)
     read_error: OSError | None  # why it could not even be read: it stays in the inbox
+    context_pixels: np.ndarray | None = None  # the extractor's input, when the camera has references
 
 
 T = TypeVar("T")
@@ -101,12 +107,27 @@ def imaging_settings(config: Config) -> ImagingSettings:
 
 
 class Pipeline:
-    def __init__(self, config: Config, classifier: Classifier, ledger: Ledger, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        classifier: Classifier,
+        ledger: Ledger,
+        dry_run: bool = False,
+        context: CameraContext | None = None,
+    ) -> None:
         self.config = config
         self.classifier = classifier
         self.ledger = ledger
         self.dry_run = dry_run
+        self.context = context
         self.cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
+        self.cutoffs = Cutoffs(self.cutoff)
+        if context is not None:
+            self.cutoffs = Cutoffs(self.cutoff, context.settings.cutoff, context.settings.veto)
+        # Which cameras are worth a feature pass: a snapshot the prefetch thread may read.
+        self._context_cameras: frozenset[str] = frozenset()
+        self._capture_pending = False
+        self._learnable: dict[int, TopUpFrame] = {}  # frame id -> what a top-up needs (in memory only)
         self.settings = imaging_settings(config)
         self.store = Store(config.store.root, config.source.inbox)
         self.summary = RunSummary()
@@ -172,6 +193,7 @@ class Pipeline:
         """One pass of the loop: take the frames that became complete, score, decide, store."""
         self.guard_disk()
         frames, skipped = source.ready(timeout=0.0 if once else self.idle_timeout())
+        self.refresh_context()
         self.note_skipped(skipped)
         todo = [frame for frame in frames if not self.skipped_before(frame)]
         try:
@@ -199,7 +221,8 @@ class Pipeline:
         self.apply_all(interrupted)
         for row in self.ledger.in_state("scored"):
             if (self.config.source.inbox / row.path).exists():
-                self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score)
+                context_score = row.context_score if row.context_state == "matched" else None
+                self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score, context_score)
             else:
                 self.ledger.done(row.id, action="vanished", error="file left the inbox before its burst was decided")
 
@@ -231,7 +254,49 @@ class Pipeline:
             prepared, error = prepare_jpeg(data, self.classifier.card.input, self.settings), None
         except ImageError as exc:
             prepared, error = None, str(exc)
-        return Loaded(stat, sha, len(data), prepared, error, None)
+        context_pixels = None
+        if prepared is not None and self.context is not None and self.wants_context(frame.rel):
+            with contextlib.suppress(ImageError):  # it decoded a moment ago; the classifier decides alone if not
+                context_pixels = prepare_jpeg(data, self.context.extractor.card.input, self.settings).pixels
+        return Loaded(stat, sha, len(data), prepared, error, None, context_pixels)
+
+    # -- camera context ---------------------------------------------------------------------
+    def refresh_context(self) -> None:
+        if self.context is None:
+            return
+        try:
+            self._context_cameras, self._capture_pending = self.context.cameras_wanted()
+        except (BankError, sqlite3.Error) as exc:
+            log.error("reference bank unreadable (%s): the classifier decides alone", exc)
+            self._context_cameras, self._capture_pending = frozenset(), False
+
+    def wants_context(self, rel: str) -> bool:
+        """A feature pass only for cameras with references (or a pending capture): free until then."""
+        return self._capture_pending or camera_of(rel) in self._context_cameras
+
+    def assess_context(self, frame: Frame, loaded: Loaded, captured_ts: float) -> Assessment | None:
+        if self.context is None or loaded.context_pixels is None or loaded.prepared is None:
+            return None
+        mode = lighting_mode(loaded.prepared.exposure)
+        try:
+            return self.context.assess(
+                camera_of(frame.rel), mode, loaded.context_pixels, frame.burst_hint, frame.rel, loaded.sha, captured_ts
+            )
+        except (BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
+            log.error("%s: camera context failed (%s); the classifier decides", frame.rel, exc)
+            return Assessment(FAILED, mode)
+
+    def learn(self, burst: list[Candidate], key: str) -> None:
+        """A discarded burst may top up its camera's references (see CameraContext.top_up)."""
+        frames = [self._learnable.get(f.frame_id) for f in burst]
+        if self.context is None or self.dry_run or any(f is None for f in frames):
+            return
+        learnable = [f for f in frames if f is not None]
+        try:
+            if self.context.top_up(camera_of(burst[0].path), learnable[0].assessment.mode, key, learnable, self.cutoff):
+                self.summary.counts["reference_added"] += 1
+        except (BlankfilterError, sqlite3.Error) as exc:
+            log.error("could not add an automatic reference (%s)", exc)
 
     def record(self, frame: Frame, loaded: Loaded) -> bool:
         """Score a loaded frame and record it as 'scored'; its file stays untouched in the inbox."""
@@ -250,12 +315,15 @@ class Pipeline:
             return True
         score, error = self.score(prepared, loaded.error, frame.rel)
         captured = prepared.captured_at if prepared and prepared.captured_at else None
+        captured_ts = captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime
+        assessment = self.assess_context(frame, loaded, captured_ts) if score is not None else None
+        context_score = assessment.score if assessment is not None and assessment.decides else None
         record = NewFrame(
             path=frame.rel,
             sha256=sha,
             size=loaded.size,
             captured_at=(captured or datetime.fromtimestamp(stat.st_mtime, UTC)).isoformat(),
-            captured_ts=captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime,
+            captured_ts=captured_ts,
             time_source="exif" if captured else "mtime",
             burst_hint=frame.burst_hint,
             score=score,
@@ -264,13 +332,19 @@ class Pipeline:
             error=error,
             model=self.classifier.card.name,
             model_version=self.classifier.card.version,
+            context_score=assessment.score if assessment is not None else None,
+            context_state=assessment.state if assessment is not None else None,
         )
         try:
             frame_id = self.ledger.add(record)
         except sqlite3.IntegrityError:
             return True  # recorded by an earlier run between our find() and add(): already pending
         self.summary.counts["scored" if error is None else "failed"] += 1
-        self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score)
+        if assessment is not None:
+            self.summary.counts[f"context_{assessment.state}"] += 1
+            if assessment.decides:
+                self._learnable[frame_id] = TopUpFrame(frame.rel, sha, captured_ts, score, assessment)
+        self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score, context_score)
         return True
 
     def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
@@ -302,8 +376,17 @@ class Pipeline:
             log.error("%s: scoring failed (%s); kept (fail open)", rel, exc)
             return None, f"scoring failed: {exc}"
 
-    def _pend(self, frame_id: int, rel: str, sha: str, ts: float, hint: str | None, score: float | None) -> None:
-        self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score)
+    def _pend(
+        self,
+        frame_id: int,
+        rel: str,
+        sha: str,
+        ts: float,
+        hint: str | None,
+        score: float | None,
+        context_score: float | None = None,
+    ) -> None:
+        self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score, context_score)
         self._last_arrival[camera_of(rel)] = time.monotonic()
 
     def note_skipped(self, skipped: list[Skipped]) -> None:
@@ -343,7 +426,7 @@ class Pipeline:
         return max(0.05, min(deadlines) - now)
 
     def decide(self, burst: list[Candidate]) -> None:
-        blank = burst_is_blank(burst, self.cutoff)
+        blank = burst_is_blank(burst, self.cutoffs)
         key = burst_id(burst)
         if not blank:
             actions = ["failed_kept" if f.score is None else "kept" for f in burst]
@@ -355,13 +438,24 @@ class Pipeline:
         for frame, action in zip(burst, actions, strict=True):
             dest = self.store.destination(action, frame.path, frame.sha256)
             decisions.append(
-                Decision(frame.frame_id, key, frame_decision(frame.score, self.cutoff), action, dest, self.cutoff)
+                Decision(
+                    frame.frame_id,
+                    key,
+                    frame_decision(frame.score, self.cutoffs, frame.context_score),
+                    action,
+                    dest,
+                    self.cutoff,
+                )
             )
         self.ledger.decide(decisions)
         for frame in burst:
             del self._pending[frame.frame_id]
         rows = [self.ledger.find_by_id(frame.frame_id) for frame in burst]
         self.apply_all([row for row in rows if row is not None])
+        if blank:
+            self.learn(burst, key)
+        for frame in burst:
+            self._learnable.pop(frame.frame_id, None)
 
     def discard_action(self) -> str:
         mode = self.config.store.discard

@@ -268,6 +268,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--export-only", action="store_true", help="only write weights.npz from weights.pt")
+    parser.add_argument(
+        "--without-norway",
+        action="store_true",
+        help="train on Missouri only: the baseline the camera-context evaluation compares with on unseen tunnels",
+    )
     args = parser.parse_args()
     if args.export_only:
         net = CellNet()
@@ -281,7 +286,9 @@ def main() -> None:
 
     missouri = read_rows(args.data / "missouri")
     held = split_missouri(missouri, SEED)
-    train_rows = [r for r in missouri if r["sequence"] not in held] + read_rows(args.data / "norway_tunnels")
+    train_rows = [r for r in missouri if r["sequence"] not in held]
+    if not args.without_norway:
+        train_rows += read_rows(args.data / "norway_tunnels")
     held_rows = [r for r in missouri if r["sequence"] in held]
     json.dump({"seed": SEED, "heldout_missouri_bursts": sorted(held)}, (args.out / "split.json").open("w"), indent=1)
     for name, rows in (("heldout_labels.csv", held_rows), ("trainval_labels.csv", train_rows)):

@@ -1,4 +1,4 @@
-"""TFLite classifier: ai-edge-litert, else tflite-runtime; the Edge TPU delegate when asked for.
+"""TFLite models (classifier, feature extractor): ai-edge-litert, else tflite-runtime; Edge TPU on request.
 
 Both runtimes are supported because the field stack differs: tflite-runtime 2.14 only has wheels
 for Python <= 3.11 with numpy < 2, ai-edge-litert covers Python 3.10-3.13 and numpy 2.
@@ -18,7 +18,7 @@ import numpy as np
 from firmware_app.errors import ModelError
 from firmware_app.hashing import sha256_file
 from firmware_app.imaging import input_luts, to_tensor
-from firmware_app.modelcard import ModelCard, load_card, output_probability
+from firmware_app.modelcard import CLASSIFIER_KINDS, ModelCard, load_card, output_probability
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,24 @@ def check_tflite_file(path: Path) -> None:
         )
 
 
-class TFLiteClassifier:
-    """One TFLite interpreter, checked against its model card at load time."""
+class TFLiteModel:
+    """One TFLite interpreter, checked against its model card at load time.
+
+    The base of the classifier and of the camera-context feature extractor: they differ only in
+    the output they expect (`kinds`) and in how they read it.
+    """
+
+    kinds: tuple[str, ...] = CLASSIFIER_KINDS
+    role = "classifier"
 
     def __init__(self, model_path: Path, threads: int = 2, edgetpu: bool = False, runtime: str = "auto") -> None:
         check_tflite_file(model_path)
         self.card: ModelCard = load_card(model_path)
+        if self.card.output_kind not in self.kinds:
+            raise ModelError(
+                f"{model_path}: its card says output.kind = {self.card.output_kind!r}, which is not a "
+                f"{self.role} (expected {' or '.join(self.kinds)}): is this the right model file?"
+            )
         digest = sha256_file(model_path)
         if digest != self.card.sha256 and not model_path.stem.endswith("_edgetpu"):
             raise ModelError(
@@ -78,7 +90,7 @@ class TFLiteClassifier:
         self.model_path = model_path
         self.interpreter, self.runtime = self._open(module, name, model_path, threads, edgetpu)
         self._check_tensors()
-        self.score(np.zeros((self.card.input.height, self.card.input.width, 3), np.uint8))  # fail now, not later
+        self.check_output(self.run(np.zeros((self.card.input.height, self.card.input.width, 3), np.uint8)))
 
     def _open(self, module: ModuleType, name: str, path: Path, threads: int, edgetpu: bool) -> tuple[Any, str]:
         if edgetpu:
@@ -134,25 +146,38 @@ class TFLiteClassifier:
         scale, zero_point = inputs[0]["quantization"]
         if dtype != np.float32 and not scale:
             raise ModelError(f"{where}: {dtype} input without quantisation parameters")
-        values = int(np.prod(outputs[0]["shape"]))
-        if values not in (1, 2):
-            raise ModelError(f"{where}: output has {values} values; expected 1 (p(non-blank)) or 2 (blank, non-blank)")
         self._input_index = inputs[0]["index"]
         self._output = outputs[0]
         self._luts = input_luts(spec, dtype, float(scale), int(zero_point))
 
-    def score(self, pixels: np.ndarray) -> float:
+    def check_output(self, values: np.ndarray) -> None:
+        """Refuse, at load time, an output this kind of model cannot read."""
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """One model-sized HxWx3 uint8 RGB frame -> the output tensor, dequantised (float32)."""
         tensor = to_tensor(pixels, self._luts, self.card.input.colour)
         self.interpreter.set_tensor(self._input_index, tensor)
         self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
-        return self._to_probability(raw)
-
-    def _to_probability(self, raw: np.ndarray) -> float:
-        values = raw.astype(np.float64)
+        raw = self.interpreter.get_tensor(self._output["index"])
         scale, zero_point = self._output["quantization"]
         if raw.dtype != np.float32 and scale:
-            values = (values - zero_point) * scale
+            return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        return raw.astype(np.float32)
+
+
+class TFLiteClassifier(TFLiteModel):
+    """The blank/non-blank model: 1 value (p or its logit) or 2 ([blank, non-blank])."""
+
+    def check_output(self, values: np.ndarray) -> None:
+        if values.size not in (1, 2):
+            raise ModelError(
+                f"{self.model_path}: output has {values.size} values; expected 1 (p(non-blank)) or 2 (blank, non-blank)"
+            )
+
+    def score(self, pixels: np.ndarray) -> float:
+        return self._to_probability(self.run(pixels))
+
+    def _to_probability(self, values: np.ndarray) -> float:
         p = output_probability(values, self.card.output_kind)
         if not math.isfinite(p):
             raise ModelError(f"{self.model_path}: the model returned {p} for this frame")

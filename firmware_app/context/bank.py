@@ -1,0 +1,258 @@
+"""The reference bank: each camera's known-empty frames, per lighting mode, as feature maps in SQLite.
+
+Stored beside the ledger (`references.db`), small (about 92 KB a reference at fp16) and bounded per
+camera and mode. References come from three places: `blankfilter reference add` (origin `manual`),
+the deployment `capture` step (`capture`), and automatic top-up with frames both the context score
+and the classifier called blank (`auto`). Top-up only ever replaces other `auto` references, so the
+frames a person chose stay. Features are tied to the extractor that made them: a new extractor
+starts from an empty bank instead of comparing apples with pears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from firmware_app.context.score import Baseline, baseline
+from firmware_app.errors import BlankfilterError
+
+log = logging.getLogger(__name__)
+
+ORIGINS = ("manual", "capture", "auto")
+MODES = ("day", "ir")
+ANY_CAMERA = "*"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS refs (
+    id          INTEGER PRIMARY KEY,
+    camera      TEXT NOT NULL,      -- the inbox sub-folder (or the source's camera name)
+    mode        TEXT NOT NULL,      -- day | ir
+    origin      TEXT NOT NULL,      -- manual | capture | auto
+    source      TEXT NOT NULL,      -- the frame it came from
+    sha256      TEXT NOT NULL,
+    burst       TEXT,               -- never used to score its own burst
+    captured_ts REAL,
+    added_at    TEXT NOT NULL,
+    extractor   TEXT NOT NULL,      -- name version of the model that made the features
+    shape       TEXT NOT NULL,      -- h,w,c
+    features    BLOB NOT NULL       -- float16, unit-length cells
+);
+CREATE INDEX IF NOT EXISTS refs_camera ON refs(camera, mode, extractor);
+CREATE TABLE IF NOT EXISTS capture (camera TEXT PRIMARY KEY, remaining INTEGER NOT NULL, requested_at TEXT NOT NULL);
+"""
+
+
+class BankError(BlankfilterError):
+    pass
+
+
+@dataclass(frozen=True)
+class Reference:
+    id: int
+    camera: str
+    mode: str
+    origin: str
+    source: str
+    burst: str | None
+    captured_ts: float | None
+    added_at: str
+
+
+@dataclass(frozen=True)
+class BankView:
+    """The references of one camera and mode, ready to compare against."""
+
+    ids: tuple[int, ...]
+    bursts: tuple[str | None, ...]
+    features: np.ndarray  # [k, h, w, c] float32
+    baseline: Baseline
+
+    def excluding_burst(self, burst: str | None) -> BankView:
+        """References never include the scored frame's own burst (its neighbours share the animal)."""
+        if burst is None or burst not in self.bursts:
+            return self
+        keep = [i for i, b in enumerate(self.bursts) if b != burst]
+        feats = self.features[keep]
+        return BankView(tuple(self.ids[i] for i in keep), tuple(self.bursts[i] for i in keep), feats, baseline(feats))
+
+
+class ReferenceBank:
+    def __init__(self, path: Path, extractor: str, max_references: int = 12) -> None:
+        self.path, self.extractor, self.max_references = path, extractor, max_references
+        try:
+            self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise BankError(f"cannot open the reference bank {path}: {exc}") from exc
+        self._cache: dict[tuple[str, str], BankView | None] = {}
+        self._version = -1
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reading ----------------------------------------------------------------------------
+    def view(self, camera: str, mode: str) -> BankView | None:
+        """The camera's references for this mode, or None. Cached until the bank changes (also when
+        another process, `blankfilter reference`, changes it: SQLite's data_version says so)."""
+        version = int(self.db.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        key = (camera, mode)
+        if key not in self._cache:
+            self._cache[key] = self._load(camera, mode)
+        return self._cache[key]
+
+    def _load(self, camera: str, mode: str) -> BankView | None:
+        rows = self.db.execute(
+            "SELECT id, burst, shape, features FROM refs WHERE camera = ? AND mode = ? AND extractor = ? ORDER BY id",
+            (camera, mode, self.extractor),
+        ).fetchall()
+        if not rows:
+            return None
+        shapes = {r[2] for r in rows}
+        if len(shapes) != 1:
+            raise BankError(f"{self.path}: references of {camera}/{mode} have different shapes {sorted(shapes)}")
+        shape = tuple(int(v) for v in rows[0][2].split(","))
+        feats = np.stack([np.frombuffer(r[3], np.float16).reshape(shape) for r in rows]).astype(np.float32)
+        return BankView(tuple(r[0] for r in rows), tuple(r[1] for r in rows), feats, baseline(feats))
+
+    def has_camera(self, camera: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM refs WHERE camera = ? AND extractor = ? LIMIT 1", (camera, self.extractor)
+        ).fetchone()
+        return row is not None
+
+    def list(self, camera: str | None = None) -> list[Reference]:
+        sql = "SELECT id, camera, mode, origin, source, burst, captured_ts, added_at FROM refs"
+        rows = self.db.execute(sql + (" WHERE camera = ?" if camera else "") + " ORDER BY camera, mode, id",
+                               (camera,) if camera else ()).fetchall()  # fmt: skip
+        return [Reference(*r) for r in rows]
+
+    def stale(self) -> int:
+        """References made by another extractor (ignored until `reference reset`)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM refs WHERE extractor != ?", (self.extractor,)).fetchone()[0])
+
+    def last_auto_ts(self, camera: str, mode: str) -> float | None:
+        row = self.db.execute(
+            "SELECT MAX(captured_ts) FROM refs WHERE camera = ? AND mode = ? AND origin = 'auto'", (camera, mode)
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(
+        self,
+        camera: str,
+        mode: str,
+        features: np.ndarray,
+        *,
+        origin: str,
+        source: str,
+        sha256: str,
+        burst: str | None = None,
+        captured_ts: float | None = None,
+    ) -> int | None:
+        """Add one reference; the oldest `auto` one goes when the camera's mode is full. None when an
+        automatic top-up finds the bank full of references a person chose (those are never replaced)."""
+        if origin not in ORIGINS or mode not in MODES:
+            raise BankError(f"reference origin {origin!r} / mode {mode!r}: expected {ORIGINS} / {MODES}")
+        if features.ndim != 3:
+            raise BankError(f"features of {source} have shape {features.shape}; expected [h, w, c]")
+        blob = np.ascontiguousarray(features, np.float16).tobytes()
+        with self._transaction() as db:
+            if db.execute(
+                "SELECT 1 FROM refs WHERE camera = ? AND mode = ? AND sha256 = ? AND extractor = ?",
+                (camera, mode, sha256, self.extractor),
+            ).fetchone():
+                return None  # the same frame twice adds nothing
+            if not self._make_room(db, camera, mode, origin):
+                return None
+            cursor = db.execute(
+                "INSERT INTO refs (camera, mode, origin, source, sha256, burst, captured_ts, added_at, extractor,"
+                " shape, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (camera, mode, origin, source, sha256, burst, captured_ts, _now(), self.extractor,
+                 ",".join(str(v) for v in features.shape), blob),
+            )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    def _make_room(self, db: sqlite3.Connection, camera: str, mode: str, origin: str) -> bool:
+        where = "camera = ? AND mode = ? AND extractor = ?"
+        args = (camera, mode, self.extractor)
+        count = db.execute(f"SELECT COUNT(*) FROM refs WHERE {where}", args).fetchone()[0]
+        while count >= self.max_references:
+            victim = db.execute(f"SELECT id FROM refs WHERE {where} AND origin = 'auto' ORDER BY id LIMIT 1", args)
+            row = victim.fetchone()
+            if row is None and origin != "auto":  # a person's choice replaces the oldest of any origin
+                row = db.execute(f"SELECT id FROM refs WHERE {where} ORDER BY id LIMIT 1", args).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM refs WHERE id = ?", (row[0],))
+            count -= 1
+        return True
+
+    def reset(self, camera: str | None = None, mode: str | None = None) -> int:
+        """Forget references: after the camera was moved, re-aimed or serviced. All cameras when None."""
+        clauses, args = [], []
+        if camera:
+            clauses.append("camera = ?")
+            args.append(camera)
+        if mode:
+            clauses.append("mode = ?")
+            args.append(mode)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM refs" + where, args).rowcount
+            db.execute("DELETE FROM capture" + (" WHERE camera = ?" if camera else ""), (camera,) if camera else ())
+        return int(removed)
+
+    # -- the deployment capture step --------------------------------------------------------
+    def request_capture(self, camera: str, count: int) -> None:
+        """The next `count` frames of `camera` (ANY_CAMERA: of any camera) become references."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO capture VALUES (?, ?, ?)", (camera, count, _now()))
+
+    def captures(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self.db.execute("SELECT camera, remaining FROM capture")}
+
+    def take_capture(self, camera: str) -> bool:
+        """True (and one less to take) when the next frame of this camera is to become a reference."""
+        if not self.captures():  # the common case: one cheap read, no write
+            return False
+        with self._transaction() as db:
+            for key in (camera, ANY_CAMERA):
+                row = db.execute("SELECT remaining FROM capture WHERE camera = ?", (key,)).fetchone()
+                if row and row[0] > 0:
+                    if row[0] == 1:
+                        db.execute("DELETE FROM capture WHERE camera = ?", (key,))
+                    else:
+                        db.execute("UPDATE capture SET remaining = remaining - 1 WHERE camera = ?", (key,))
+                    return True
+        return False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise BankError(f"cannot write the reference bank {self.path}: {exc}") from exc
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

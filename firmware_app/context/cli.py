@@ -1,0 +1,173 @@
+"""`blankfilter reference ...` and the loading of camera context for `run`.
+
+blankfilter reference add FILES... [--camera CAM] [--mode day|ir]   known-empty frames of a camera
+blankfilter reference capture [--camera CAM] [--count 3]            the next frames become references
+blankfilter reference list [--camera CAM]
+blankfilter reference reset (--camera CAM | --all) [--mode day|ir]  after moving or servicing a camera
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from firmware_app.config import Config
+from firmware_app.context import CameraContext, ContextSettings, lighting_mode
+from firmware_app.context.bank import ANY_CAMERA, MODES, ReferenceBank
+from firmware_app.context.extractor import FeatureExtractor, default_extractor_path, load_extractor
+from firmware_app.decision import camera_of
+from firmware_app.errors import ConfigError, ImageError, ModelError
+from firmware_app.imaging import prepare_jpeg
+
+log = logging.getLogger(__name__)
+
+
+def open_extractor(config: Config, required: bool) -> FeatureExtractor | None:
+    """The configured extractor; without one configured, the shipped one, if it is there."""
+    c, m = config.context, config.model
+    if c.extractor:
+        return load_extractor(Path(c.extractor), m.threads, m.edgetpu, m.runtime)
+    try:
+        path = default_extractor_path()
+    except ModelError as exc:
+        if required:
+            raise
+        log.warning("camera context off: %s", exc)
+        return None
+    return load_extractor(path, m.threads, m.edgetpu, m.runtime)
+
+
+def open_bank(config: Config, extractor: FeatureExtractor) -> ReferenceBank:
+    config.store.root.mkdir(parents=True, exist_ok=True)
+    return ReferenceBank(config.bank_path, extractor.card.label, config.context.max_references)
+
+
+def load_context(config: Config) -> CameraContext | None:
+    """Camera context for `run`: None when switched off (context.enabled = false) or not installed."""
+    if not config.context.enabled:
+        return None
+    extractor = open_extractor(config, required=False)
+    if extractor is None:
+        return None
+    c = config.context
+    settings = ContextSettings(
+        cutoff=c.cutoff if c.cutoff is not None else extractor.card.cutoff,
+        veto=c.veto,
+        drift_limit=c.drift_limit,
+        topup_spacing_s=c.topup_spacing_s,
+    )
+    return CameraContext(extractor, open_bank(config, extractor), settings)
+
+
+# -- the `reference` command ----------------------------------------------------------------------
+def register(sub: Any, add_common: Any) -> None:
+    ref = sub.add_parser("reference", help="the cameras' known-empty reference frames (camera context)")
+    verbs = ref.add_subparsers(dest="verb", required=True)
+    add = verbs.add_parser("add", help="add known-empty frames of one camera as references")
+    add_common(add, model_flags=False)
+    add.add_argument("files", nargs="+", type=Path, metavar="FILE", help="JPEG frames with no animal in them")
+    add.add_argument("--camera", help="camera name: its inbox sub-folder (default: from the file's place in the inbox)")
+    add.add_argument("--mode", choices=MODES, help="lighting mode (default: day, or ir for greyscale frames)")
+    add.set_defaults(func=cmd_add)
+    capture = verbs.add_parser("capture", help="the next frames the camera takes become references (deployment)")
+    add_common(capture, model_flags=False)
+    capture.add_argument("--camera", default=ANY_CAMERA, help="camera name (default: whichever camera fires next)")
+    capture.add_argument("--count", type=int, default=3, help="how many frames (default 3)")
+    capture.set_defaults(func=cmd_capture)
+    show = verbs.add_parser("list", help="list the references")
+    add_common(show, model_flags=False)
+    show.add_argument("--camera")
+    show.set_defaults(func=cmd_list)
+    reset = verbs.add_parser("reset", help="forget references after a camera was moved or serviced")
+    add_common(reset, model_flags=False)
+    who = reset.add_mutually_exclusive_group(required=True)
+    who.add_argument("--camera")
+    who.add_argument("--all", action="store_true", help="every camera")
+    reset.add_argument("--mode", choices=MODES)
+    reset.set_defaults(func=cmd_reset)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Config, FeatureExtractor, ReferenceBank]:
+    from firmware_app.cli import config_from_args
+
+    config = config_from_args(args)
+    extractor = open_extractor(config, required=True)
+    assert extractor is not None
+    return config, extractor, open_bank(config, extractor)
+
+
+def camera_for(path: Path, inbox: Path) -> str:
+    """A file inside the inbox belongs to the camera of its sub-folder, as the pipeline sees it."""
+    try:
+        return camera_of(path.resolve().relative_to(inbox.resolve()).as_posix())
+    except ValueError:
+        return "."
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from firmware_app.pipeline import imaging_settings
+
+    config, extractor, bank = _setup(args)
+    settings, failed = imaging_settings(config), 0
+    for path in args.files:
+        camera = args.camera or camera_for(path, config.source.inbox)
+        try:
+            data = path.read_bytes()
+            prepared = prepare_jpeg(data, extractor.card.input, settings)
+        except OSError as exc:
+            print(f"{path}: cannot read ({exc.strerror or exc}): not added")
+            failed += 1
+            continue
+        except ImageError as exc:
+            print(f"{path}: {exc}: not added")
+            failed += 1
+            continue
+        mode = args.mode or lighting_mode(prepared.exposure)
+        added = bank.add(camera, mode, extractor.features(prepared.pixels), origin="manual", source=str(path),
+                         sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+        print(f"{path}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
+    bank.close()
+    return 1 if failed else 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    if not 1 <= args.count <= 50:
+        raise ConfigError(f"--count {args.count}: take 1 to 50 frames")
+    _, _, bank = _setup(args)
+    bank.request_capture(args.camera, args.count)
+    who = "whichever camera fires next" if args.camera == ANY_CAMERA else f"camera {args.camera}"
+    print(f"the next {args.count} frame(s) of {who} become references: step away from the trap now")
+    bank.close()
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, extractor, bank = _setup(args)
+    refs = bank.list(args.camera)
+    for r in refs:
+        print(f"{r.id:5d}  {r.camera:20s} {r.mode:4s} {r.origin:8s} {r.added_at}  {r.source}")
+    counts: dict[tuple[str, str], int] = {}
+    for r in refs:
+        counts[(r.camera, r.mode)] = counts.get((r.camera, r.mode), 0) + 1
+    summary = ", ".join(f"{cam}/{mode}: {n}" for (cam, mode), n in sorted(counts.items())) or "no references"
+    print(f"{len(refs)} reference(s) ({summary}) for {extractor.card.label}")
+    stale = bank.stale()
+    if stale:
+        print(
+            f"{stale} reference(s) from another extractor are ignored: `blankfilter reference reset --all` clears them"
+        )
+    for camera, remaining in bank.captures().items():
+        print(f"capture pending: {remaining} frame(s) of {'any camera' if camera == ANY_CAMERA else camera}")
+    bank.close()
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    _, _, bank = _setup(args)
+    removed = bank.reset(None if args.all else args.camera, args.mode)
+    print(f"removed {removed} reference(s)")
+    bank.close()
+    return 0
