@@ -24,6 +24,19 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _crop(text: str) -> tuple[float, float]:
+    """`--crop TOP,BOTTOM`: shares of the frame height cut off (the cameras' info bars), each 0 <= v < 0.5."""
+    try:
+        top, bottom = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected TOP,BOTTOM fractions of the height, e.g. 0.07,0.07"
+        ) from None
+    if not all(0.0 <= v < 0.5 for v in (top, bottom)):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r}: TOP and BOTTOM must each be at least 0 and below 0.5")
+    return top, bottom
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model .tflite with its card; default: the shipped model")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
@@ -51,7 +64,14 @@ def register(sub: Any) -> None:
         help="what the model expects: raw 0..255 (default), unit 0..1, symmetric -1..1, imagenet mean/std",
     )  # fmt: skip
     convert.add_argument("--resize", choices=("stretch", "letterbox"), default="stretch")
-    convert.add_argument("--output-kind", choices=("probability", "logit"), default="probability")
+    convert.add_argument(
+        "--output-kind", choices=("probability", "logit", "features"), default="probability",
+        help="what the output is: p(non-blank), its logit, or a [1, h, w, c] feature map (camera context)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--crop", type=_crop, default=(0.0, 0.0), metavar="TOP,BOTTOM",
+        help="shares of the frame height cut off before the resize (info bars), e.g. 0.07,0.07 (default 0,0)",
+    )  # fmt: skip
     convert.add_argument("--gamma", choices=("auto", "off"), default="auto", help="the trap's gamma correction")
     convert.add_argument("--name", help="model name for the card (default: the output's stem)")
     convert.add_argument("--version", default="0.1.0")
@@ -60,6 +80,13 @@ def register(sub: Any) -> None:
     convert.add_argument("--cutoff", type=float, default=0.5, help="cutoff for the card and the check (tune it later)")
     convert.add_argument("--target-recall", type=float, default=0.97)
     convert.add_argument("--max-loss", type=float, default=0.01, help="largest recall/AUC loss int8 may cost")
+    convert.add_argument(
+        "--min-cosine", type=float, default=0.95,
+        help="features: the lowest mean float-vs-int8 cosine similarity of the cells (default 0.95)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--verify-count", type=int, default=100, help="features: frames compared float vs int8 (default 100)"
+    )
     convert.add_argument("--threads", type=int, default=2)
     convert.add_argument("--quiet", action="store_true", help="no progress bars")
     convert.set_defaults(func=cmd_convert)
@@ -78,6 +105,13 @@ def register(sub: Any) -> None:
     _model_args(evaluate)
     evaluate.add_argument("--cutoff", type=float, help="default: the model card's cutoff")
     evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
+    ctx = evaluate.add_argument_group("camera context (--context): replay per camera in time order")
+    ctx.add_argument("--context", action="store_true", help="replay through the camera-context path vs the classifier")
+    ctx.add_argument("--extractor", type=Path, help="feature model .tflite (default: the shipped one)")
+    ctx.add_argument("--seed-blanks", type=int, default=3, help="known blanks per camera and mode to seed (default 3)")
+    ctx.add_argument("--context-cutoff", type=float, help="default: the extractor card's cutoff")
+    ctx.add_argument("--veto", type=float, help="classifier p at or over which a frame is kept (default: config's)")
+    ctx.add_argument("--drift-limit", type=float, help="median cell distance taken as drift (default: config's)")
     evaluate.set_defaults(func=cmd_eval)
 
 
@@ -135,6 +169,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from convert.evaluate import evaluate, render
 
+    if args.context:
+        return cmd_eval_context(args)
     if args.scores:
         by_gamma = {"auto": _scored(args)}
         cutoff = args.cutoff
@@ -146,6 +182,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
         by_gamma = {gamma: _scored(args, gamma, classifier) for gamma in ("auto", "off")}
     result = evaluate(by_gamma, cutoff)
     render(result)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_eval_context(args: argparse.Namespace) -> int:
+    from convert import context_eval
+    from convert.labels import read_labels
+    from convert.scoring import write_scores
+    from firmware_app.config import ContextSection
+    from firmware_app.context import ContextSettings
+    from firmware_app.context.extractor import load_extractor
+    from firmware_app.decision import Cutoffs
+
+    if not args.labels:
+        raise SystemExit("blankfilter: error: eval --context needs --labels CSV (with camera or location columns)")
+    if args.seed_blanks < 1:
+        raise SystemExit(f"blankfilter: error: --seed-blanks {args.seed_blanks}: seed at least 1 known blank")
+    defaults = ContextSection()
+    frames = read_labels(args.labels)
+    classifier = _classifier(args)
+    extractor = load_extractor(args.extractor, threads=args.threads)
+    settings = ContextSettings(
+        cutoff=args.context_cutoff if args.context_cutoff is not None else extractor.card.cutoff,
+        veto=args.veto if args.veto is not None else defaults.veto,
+        drift_limit=args.drift_limit if args.drift_limit is not None else defaults.drift_limit,
+        topup_spacing_s=0.0,  # the replay's clock is the frame order, not seconds: one reference per burst at most
+    )
+    cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
+    rows = context_eval.replay(frames, classifier, extractor, settings, cutoff, args.seed_blanks,
+                               defaults.max_references, show_progress=not args.quiet)  # fmt: skip
+    result = context_eval.summarise(rows, Cutoffs(cutoff, settings.cutoff, settings.veto))
+    result |= {"labels": str(args.labels), "classifier": classifier.card.label, "extractor": extractor.card.label,
+               "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
+    context_eval.render(result)
+    if args.save_scores:  # the context-decided frames' context scores: `tune --scores` picks their cutoff
+        write_scores(context_eval.context_scores(rows), args.save_scores)
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK

@@ -268,16 +268,23 @@ def _load_torch(path: Path, input_size: tuple[int, int] | None) -> FloatModel:
     return FloatModel(path, "pytorch", loaded.height, loaded.width, loaded.predict, loaded.converter)
 
 
-def calibration_frames(folder: Path, spec: InputSpec, settings: ImagingSettings, limit: int) -> list[np.ndarray]:
-    """Normalised [1, H, W, 3] float32 tensors from a folder of JPEGs, via the trap's preprocessing."""
+def frame_files(folder: Path, limit: int) -> list[Path]:
+    """Up to `limit` JPEGs of a folder, spread over it (cameras, day and night), not the first N."""
     if not folder.is_dir():
         raise ConvertError(f"--calibration {folder}: not a folder of frames")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
     if not files:
         raise ConvertError(f"--calibration {folder}: no JPEG frames in it")
-    step = max(1, len(files) // limit)  # spread over the folder (cameras, day and night), not the first N
+    return files[:: max(1, len(files) // limit)][:limit]
+
+
+def calibration_frames(folder: Path, spec: InputSpec, settings: ImagingSettings, limit: int) -> list[np.ndarray]:
+    """Normalised [1, H, W, 3] float32 tensors from a folder of JPEGs, via the trap's preprocessing.
+
+    `spec` is the card's input spec, crop included: int8 ranges are measured on what the trap feeds.
+    """
     tensors, bad = [], []
-    for path in files[::step][:limit]:
+    for path in frame_files(folder, limit):
         try:
             prepared = prepare_jpeg(path.read_bytes(), spec, settings)
         except (OSError, ImageError) as exc:

@@ -25,6 +25,8 @@ class LabelledFrame:
     label: str
     location: str
     sequence: str  # burst id; empty when the dataset has none
+    camera: str = ""  # camera id, when the dataset has one (camera-context replay groups by it)
+    taken: str = ""  # capture time (the `datetime` column), when known: the replay's time order
 
     @property
     def nonblank(self) -> bool:
@@ -57,6 +59,8 @@ def read_labels(csv_path: Path) -> list[LabelledFrame]:
                     label=label,
                     location=(row.get("location") or "").strip(),
                     sequence=(row.get("sequence") or "").strip(),
+                    camera=(row.get("camera") or "").strip(),
+                    taken=(row.get("datetime") or "").strip(),
                 )
             )
     if not frames:

@@ -6,8 +6,9 @@
 
 `location` is the dataset (so `eval` reports each unseen place apart): the held-out Missouri bursts,
 and the small sets from other places (LILA samples, SpeciesNet samples, Snapshot Serengeti,
-Wellington, burrowing owls, jaguar film scans). Norway tunnels are left out: the model trained on
-them. Rows in each folder's uncertain.csv are left out, as the data README asks.
+Wellington, burrowing owls, jaguar film scans), and the Norway tunnels unless the model trained on
+them (split.json says). The `camera` and `datetime` columns are kept for `eval --context`.
+Rows in each folder's uncertain.csv are left out, as the data README asks.
 """
 
 from __future__ import annotations
@@ -41,20 +42,51 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True, help="split.json written by models/train.py")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--context",
+        action="store_true",
+        help="instead: every Missouri burst and the Norway tunnels, the places with cameras, for `eval --context`",
+    )
     args = parser.parse_args()
-    held = set(json.loads(args.split.read_text())["heldout_missouri_bursts"])
+    if args.context:
+        write_context_labels(args.data, args.out, json.loads(args.split.read_text()))
+        return
+    split = json.loads(args.split.read_text())
+    held = set(split["heldout_missouri_bursts"])
+    unseen = UNSEEN if split.get("trained_on_norway", True) else [*UNSEEN, "norway_tunnels"]
     with args.out.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", "location", "sequence"])
+        writer.writerow(["path", "label", "location", "sequence", "camera", "datetime"])
         for r in rows(args.data / "missouri"):
             if r["sequence"] in held:
-                writer.writerow(
-                    [(args.data / "missouri" / r["path"]).resolve(), r["label"], "missouri_heldout", r["sequence"]]
-                )
-        for name in UNSEEN:
+                path = (args.data / "missouri" / r["path"]).resolve()
+                writer.writerow([path, r["label"], "missouri_heldout", r["sequence"], r["camera"], ""])
+        for name in unseen:
             for r in rows(args.data / name):
-                writer.writerow([(args.data / name / r["path"]).resolve(), r["label"], name, r.get("sequence", "")])
+                # a tunnel is a camera: its `location` names it, and camera context groups by it
+                camera = r.get("camera") or (r["location"] if name == "norway_tunnels" else "")
+                writer.writerow([(args.data / name / r["path"]).resolve(), r["label"], name, r.get("sequence", ""),
+                                 camera, r.get("datetime", "")])  # fmt: skip
     print(f"wrote {args.out}")
+
+
+def write_context_labels(data: Path, out: Path, split: dict[str, object]) -> None:
+    """The camera-context replay needs a camera's other bursts for references, so all Missouri bursts
+    go in (`location` says which the classifier trained on: its numbers there flatter it, which makes
+    the comparison harder for camera context, not easier) with the Norway tunnels (one camera each)."""
+    held = set(split["heldout_missouri_bursts"])  # type: ignore[call-overload]
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "location", "sequence", "camera", "datetime"])
+        for r in rows(data / "missouri"):
+            where = "missouri_heldout" if r["sequence"] in held else "missouri_trained"
+            writer.writerow(
+                [(data / "missouri" / r["path"]).resolve(), r["label"], where, r["sequence"], r["camera"], ""]
+            )
+        for r in rows(data / "norway_tunnels"):
+            path = (data / "norway_tunnels" / r["path"]).resolve()
+            writer.writerow([path, r["label"], r["location"], r["sequence"], r["location"], r.get("datetime", "")])
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -32,41 +32,49 @@ STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)
 SPEC = InputSpec(SIZE, SIZE, "RGB", "stretch", (127.5,) * 3, (127.5,) * 3)
 
 
-def build(weights: dict[str, np.ndarray]) -> tf.keras.Model:
+def conv_bn(
+    x: tf.Tensor, weights: dict[str, np.ndarray], prefix: str, kernel: int, stride: int,
+    depthwise: bool = False, act: bool = True,
+) -> tf.Tensor:  # fmt: skip
+    """Conv (TF 'SAME' padding, no bias) -> BatchNorm (eps 1e-3) -> ReLU6, weights from the PyTorch names."""
     layers = tf.keras.layers
+    w = weights[f"{prefix}.conv.weight"]
+    if depthwise:
+        conv = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False)
+        conv.build(x.shape)
+        conv.set_weights([w.transpose(2, 3, 0, 1)])
+    else:
+        conv = layers.Conv2D(w.shape[0], kernel, stride, padding="same", use_bias=False)
+        conv.build(x.shape)
+        conv.set_weights([w.transpose(2, 3, 1, 0)])
+    x = conv(x)
+    bn = layers.BatchNormalization(epsilon=1e-3)
+    bn.build(x.shape)
+    bn.set_weights([weights[f"{prefix}.bn.{n}"] for n in ("weight", "bias", "running_mean", "running_var")])
+    x = bn(x)
+    return layers.ReLU(6.0)(x) if act else x
 
-    def conv_bn(
-        x: tf.Tensor, prefix: str, kernel: int, stride: int, depthwise: bool = False, act: bool = True
-    ) -> tf.Tensor:
-        w = weights[f"{prefix}.conv.weight"]
-        if depthwise:
-            conv = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False)
-            conv.build(x.shape)
-            conv.set_weights([w.transpose(2, 3, 0, 1)])
-        else:
-            conv = layers.Conv2D(w.shape[0], kernel, stride, padding="same", use_bias=False)
-            conv.build(x.shape)
-            conv.set_weights([w.transpose(2, 3, 1, 0)])
-        x = conv(x)
-        bn = layers.BatchNormalization(epsilon=1e-3)
-        bn.build(x.shape)
-        bn.set_weights([weights[f"{prefix}.bn.{n}"] for n in ("weight", "bias", "running_mean", "running_var")])
-        x = bn(x)
-        return layers.ReLU(6.0)(x) if act else x
 
-    inputs = tf.keras.Input((SIZE, SIZE, 3), batch_size=1, name="frame")
-    x = conv_bn(inputs, "stem", 3, 2)
+def backbone(x: tf.Tensor, weights: dict[str, np.ndarray]) -> tf.Tensor:
+    """EfficientNet-Lite0's stem and its 16 MBConv blocks: the stride-32, 320-channel map (linear, no head)."""
+    x = conv_bn(x, weights, "stem", 3, 2)
     index, cin = 0, 32
     for expand, kernel, stride, cout, repeats in STAGES:
         for i in range(repeats):
             p = f"blocks.{index}"
-            y = conv_bn(x, f"{p}.expand", 1, 1) if expand != 1 else x
-            y = conv_bn(y, f"{p}.depthwise", kernel, stride if i == 0 else 1, depthwise=True)
-            y = conv_bn(y, f"{p}.project", 1, 1, act=False)
-            x = layers.Add()([x, y]) if (stride if i == 0 else 1) == 1 and cin == cout else y
+            y = conv_bn(x, weights, f"{p}.expand", 1, 1) if expand != 1 else x
+            y = conv_bn(y, weights, f"{p}.depthwise", kernel, stride if i == 0 else 1, depthwise=True)
+            y = conv_bn(y, weights, f"{p}.project", 1, 1, act=False)
+            x = tf.keras.layers.Add()([x, y]) if (stride if i == 0 else 1) == 1 and cin == cout else y
             cin = cout
             index += 1
-    x = conv_bn(x, "head", 1, 1)
+    return x
+
+
+def build(weights: dict[str, np.ndarray]) -> tf.keras.Model:
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((SIZE, SIZE, 3), batch_size=1, name="frame")
+    x = conv_bn(backbone(inputs, weights), weights, "head", 1, 1)
     cells = layers.Conv2D(1, 1, name="cells")
     cells.build(x.shape)
     cells.set_weights([weights["cells.weight"].transpose(2, 3, 1, 0), weights["cells.bias"]])

@@ -25,9 +25,9 @@ tail -n +2 "$BUILD/trainval_labels.csv" | cut -d, -f1 | awk 'NR % 4 == 1' | head
   while read -r frame; do ln -s "$frame" "$BUILD/calibration/$(echo "$frame" | md5sum | cut -c1-12).jpg"; done
 
 .venv/bin/blankfilter convert "$BUILD/$NAME.keras" -o "models/$NAME.tflite" --calibration "$BUILD/calibration" \
-  --normalisation symmetric --output-kind logit --name blankfilter-cellnet --version 1.0.0 \
-  --description "EfficientNet-Lite0 cell scorer, 320x320; see models/README.md" \
-  --labels "$BUILD/heldout_labels.csv" --max-loss 0.015 --quiet  # see models/README.md, "int8"
+  --normalisation symmetric --output-kind logit --name blankfilter-cellnet \
+  --description "EfficientNet-Lite0 cell scorer, 320x320; see models/README.md" --version 1.1.0 \
+  --labels "$BUILD/heldout_labels.csv" --quiet
 # The cutoff: 97 % non-blank recall per frame on the held-out Missouri bursts.
 .venv/bin/blankfilter tune --model "models/$NAME.tflite" --labels "$BUILD/heldout_labels.csv" --level frame \
   --plot "models/$NAME-curves.png" --save-scores "$BUILD/heldout_scores.csv" --quiet
@@ -35,3 +35,11 @@ tail -n +2 "$BUILD/trainval_labels.csv" | cut -d, -f1 | awk 'NR % 4 == 1' | head
 .venv/bin/python models/evaluation_labels.py --data "$DATA" --split "$BUILD/split.json" --out "$BUILD/evaluation_labels.csv"
 .venv/bin/blankfilter eval --model "models/$NAME.tflite" --labels "$BUILD/evaluation_labels.csv" \
   --json "models/$NAME-eval.json" --quiet
+
+# Camera context (models/context/, made by models/make_extractor.sh): replay every camera in time
+# order against the classifier alone; the table in models/README.md ("Camera context").
+if [ -f models/context/blankfilter-context-lite0.tflite ]; then
+  .venv/bin/python models/evaluation_labels.py --data "$DATA" --split "$BUILD/split.json" --out "$BUILD/context_labels.csv" --context
+  .venv/bin/blankfilter eval --context --model "models/$NAME.tflite" --labels "$BUILD/context_labels.csv" \
+    --json models/context/blankfilter-context-replay.json --save-scores "$BUILD/context_scores.csv" --quiet
+fi

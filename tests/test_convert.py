@@ -192,6 +192,67 @@ def test_an_op_tflite_cannot_run_is_a_clear_error(run_cli: RunCli, tmp_path: Pat
     assert not (tmp_path / "svd.tflite").exists()
 
 
+# -- a camera-context feature extractor (output.kind "features") ---------------------------------
+def small_features_keras(path: Path) -> Path:
+    """A tiny feature extractor: 64 high x 96 wide in, three stride-2 convs, a linear [1, 8, 12, 16] map out."""
+    tf.keras.utils.set_random_seed(5)
+    inputs = tf.keras.Input((64, 96, 3))
+    x = tf.keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(x)
+    x = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu6")(x)
+    outputs = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same")(x)
+    tf.keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_features_model_converts_with_crop_and_the_trap_loads_it(run_cli: RunCli, tmp_path: Path) -> None:
+    from firmware_app.context.extractor import TFLiteFeatureExtractor
+
+    out = tmp_path / "context.tflite"
+    source = small_features_keras(tmp_path / "features.keras")
+    done = convert(run_cli, source, out, "--output-kind", "features", "--crop", "0.1,0.1")
+    assert done.returncode == 0, done.stderr
+    assert "float vs int8 features on 16 frames" in done.stderr
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert (card["input"]["width"], card["input"]["height"]) == (96, 64)
+    assert card["input"]["crop"] == {"top": 0.1, "bottom": 0.1}
+    assert card["output"]["kind"] == "features" and card["output"]["shape"] == [8, 12, 16]
+    assert card["output"]["meaning"].startswith("stride-8 cell features")
+    assert card["metrics"]["convert"]["float_ops"] == []
+    check = card["metrics"]["convert"]["verification"]
+    assert check["passed"] and check["frames"] == 16, "no --labels: checked on the calibration frames"
+    assert 0.95 <= check["cosine_p01"] <= check["cosine_mean"] <= 1.0
+
+    extractor = TFLiteFeatureExtractor(out, threads=1)
+    assert (extractor.card.input.crop_top, extractor.card.input.crop_bottom) == (0.1, 0.1)
+    pixels = prepare_jpeg((FRAMES / "speciesnet/ocelot.jpg").read_bytes(), extractor.card.input, ImagingSettings())
+    features = extractor.features(pixels.pixels)
+    assert features.shape == (8, 12, 16)
+    assert np.allclose(np.linalg.norm(features, axis=-1), 1.0, atol=1e-4), "cells are unit length"
+
+
+def test_features_check_failing_sets_the_files_aside(run_cli: RunCli, tmp_path: Path) -> None:
+    out = tmp_path / "context.tflite"
+    source = small_features_keras(tmp_path / "features.keras")
+    done = convert(run_cli, source, out, "--output-kind", "features", "--min-cosine", "1.01")  # unreachable
+    assert done.returncode == 1, done.stderr
+    assert "below --min-cosine 1.01" in done.stderr
+    assert not out.exists() and (tmp_path / "context.tflite.rejected").is_file()
+    card = json.loads((tmp_path / "context.json.rejected").read_text())
+    assert card["metrics"]["convert"]["verification"]["passed"] is False
+
+
+def test_bad_crop_and_a_non_map_output_give_clear_errors(run_cli: RunCli, tmp_path: Path) -> None:
+    source = small_keras(tmp_path / "small.keras")
+    out = tmp_path / "out.tflite"
+    for bad in ("0.5,0", "0.1", "-0.1,0.1", "top,bottom"):
+        done = convert(run_cli, source, out, f"--crop={bad}")  # "=": argparse reads "-0.1,..." as an option
+        assert done.returncode == 2 and "argument --crop" in done.stderr and repr(bad) in done.stderr, done.stderr
+    done = convert(run_cli, source, out, "--output-kind", "features")  # a [1, 1] score, not a feature map
+    assert done.returncode == 2 and "--output-kind features needs a [1, h, w, channels]" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
 def test_missing_tensorflow_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from convert.converter import ConvertError, load_float_model
 
