@@ -28,7 +28,16 @@ import numpy as np
 
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
-from firmware_app.context import FAILED, Assessment, CameraContext, TopUpFrame, lighting_mode
+from firmware_app.context import (
+    DRIFT,
+    FAILED,
+    INCONSISTENT,
+    MATCHED,
+    Assessment,
+    CameraContext,
+    TopUpFrame,
+    lighting_mode,
+)
 from firmware_app.context.bank import BankError
 from firmware_app.decision import (
     Candidate,
@@ -128,6 +137,7 @@ class Pipeline:
         self._context_cameras: frozenset[str] = frozenset()
         self._capture_pending = False
         self._learnable: dict[int, TopUpFrame] = {}  # frame id -> what a top-up needs (in memory only)
+        self._context_state: dict[tuple[str, str], str] = {}  # (camera, mode) -> last state, to log changes
         self.settings = imaging_settings(config)
         self.store = Store(config.store.root, config.source.inbox)
         self.summary = RunSummary()
@@ -277,14 +287,38 @@ class Pipeline:
     def assess_context(self, frame: Frame, loaded: Loaded, captured_ts: float) -> Assessment | None:
         if self.context is None or loaded.context_pixels is None or loaded.prepared is None:
             return None
-        mode = lighting_mode(loaded.prepared.exposure)
+        mode, camera = lighting_mode(loaded.prepared.exposure), camera_of(frame.rel)
         try:
-            return self.context.assess(
-                camera_of(frame.rel), mode, loaded.context_pixels, frame.burst_hint, frame.rel, loaded.sha, captured_ts
+            assessment = self.context.assess(
+                camera, mode, loaded.context_pixels, frame.burst_hint, frame.rel, loaded.sha, captured_ts
             )
         except (BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
             log.error("%s: camera context failed (%s); the classifier decides", frame.rel, exc)
             return Assessment(FAILED, mode)
+        self.note_context_state(camera, assessment)
+        return assessment
+
+    def note_context_state(self, camera: str, assessment: Assessment) -> None:
+        """Say so once when a camera's references stop (or start again) to describe its scene."""
+        key = (camera, assessment.mode)
+        before = self._context_state.get(key)
+        self._context_state[key] = assessment.state
+        if assessment.state == before or assessment.state not in (DRIFT, INCONSISTENT, MATCHED):
+            return
+        if assessment.state == MATCHED:
+            if before in (DRIFT, INCONSISTENT):
+                log.info("camera %s (%s): the scene matches its references again", camera, assessment.mode)
+            return
+        why = (
+            "the whole scene differs from its references (moved, re-aimed, or the season changed)"
+            if assessment.state == DRIFT
+            else "its references disagree with each other"
+        )
+        log.warning(
+            "camera %s (%s): %s (median cell distance %.2f, over context.drift_limit): the classifier decides. After "
+            "moving or servicing a camera: `blankfilter reference reset --camera %s`, then add new references.",
+            camera, assessment.mode, why, assessment.mismatch or 0.0, camera,
+        )  # fmt: skip
 
     def learn(self, burst: list[Candidate], key: str) -> None:
         """A discarded burst may top up its camera's references (see CameraContext.top_up)."""

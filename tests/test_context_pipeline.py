@@ -125,7 +125,9 @@ def test_context_keeps_the_local_change_discards_the_empty_scene_and_learns(
     write(inbox, "cam1/c1.jpg", s["moved"], t + 1200)
     write(inbox, "cam1/d1.jpg", s["ir"], t + 1800)
     write(inbox, "cam2/e1.jpg", s["reshot"], t + 2400)
-    run_cli("run", "--once", *context_args(), check_rc=0)
+    done = run_cli("run", "--once", *context_args(), check_rc=0)
+    assert "camera cam1 (day): the whole scene differs from its references" in done.stderr  # type: ignore[attr-defined]
+    assert "reference reset --camera cam1" in done.stderr  # type: ignore[attr-defined]
 
     rows = ledger_rows(store)
     assert rows["cam1/a1.jpg"][:2] == ("matched", "deleted")
@@ -220,3 +222,39 @@ def test_a_classifier_model_is_refused_as_extractor(
     done = run_cli("reference", "list", *context_args(context__extractor=str(MODELS / "tiny_u8.tflite")))
     assert done.returncode == 2  # type: ignore[attr-defined]
     assert "not a camera-context feature extractor" in done.stderr  # type: ignore[attr-defined]
+
+
+def test_eval_context_replays_each_camera_against_the_classifier(
+    tmp_path: Path, run_cli: Callable[..., object], cutoffs: dict[str, float]
+) -> None:
+    """`eval --context`: seeded with one known blank, the replay discards the later empty bursts and
+    keeps the animal that the classifier alone (cutoff 1: it keeps nothing) would lose."""
+    s, rows = scenes(), ["path,label,location,sequence,camera,datetime"]
+    plan = [("seed", BLANK.read_bytes(), "blank"), ("e1", s["reshot"], "blank"), ("e2", s["reshot2"], "blank"),
+            ("a1", s["animal"], "animal"), ("e3", s["reshot"], "blank")]  # fmt: skip
+    for i, (name, data, label) in enumerate(plan):
+        (tmp_path / f"{name}.jpg").write_bytes(data)
+        rows.append(f"{name}.jpg,{label},site,burst{i},cam1,2024:05:01 10:0{i}:00")
+    rows.append("e4.jpg,blank,site,,,")  # no camera: the classifier decides
+    (tmp_path / "e4.jpg").write_bytes(s["reshot"])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    out, scores = tmp_path / "replay.json", tmp_path / "context_scores.csv"
+    run_cli("eval", "--context", "--labels", labels, "--model", MODELS / "tiny_u8.tflite", "--cutoff", "1.0",
+            "--extractor", EXTRACTOR, "--context-cutoff", str(cutoffs["context"]), "--veto", "1.0",
+            "--drift-limit", str(cutoffs["drift"]), "--seed-blanks", "1", "--json", out, "--save-scores", scores,
+            "--quiet", check_rc=0)  # fmt: skip
+    import json
+
+    result = json.loads(out.read_text())
+    every = next(c for c in result["cameras"] if c["camera"] == "(all)")
+    cam1 = next(c for c in result["cameras"] if c["camera"] == "cam1")
+    assert cam1["frames"] == 5 and cam1["context_decided"] == 4
+    assert cam1["states"]["no_references"] == 1  # the seed's own burst is never compared with itself
+    assert every["classifier"]["kept_animal_bursts"] == 0  # cutoff 1: the classifier keeps nothing
+    assert every["fused"]["kept_animal_bursts"] == 1 and every["fused"]["burst_recall"] == 1.0
+    assert cam1["fused"]["discarded_blank_bursts"] == 4
+    assert next(c for c in result["cameras"] if c["camera"] == "(no camera)")["context_decided"] == 0
+    assert len(scores.read_text().splitlines()) == 1 + 4
+    done = run_cli("tune", "--scores", scores, "--level", "frame", "--no-write", "--json", check_rc=0)
+    assert json.loads(done.stdout)["at"]["kept_nonblank"] == 1  # type: ignore[attr-defined]
