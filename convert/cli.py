@@ -110,7 +110,9 @@ def register(sub: Any) -> None:
     ctx.add_argument("--extractor", type=Path, help="feature model .tflite (default: the shipped one)")
     ctx.add_argument("--seed-blanks", type=int, default=3, help="known blanks per camera and mode to seed (default 3)")
     ctx.add_argument("--context-cutoff", type=float, help="default: the extractor card's cutoff")
-    ctx.add_argument("--veto", type=float, help="classifier p at or over which a frame is kept (default: config's)")
+    ctx.add_argument(
+        "--veto", type=float, help="classifier p at or over which it decides where trusted (default: config's)"
+    )
     ctx.add_argument("--drift-limit", type=float, help="median cell distance taken as drift (default: config's)")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -213,7 +215,7 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
     rows = context_eval.replay(frames, classifier, extractor, settings, cutoff, args.seed_blanks,
                                defaults.max_references, show_progress=not args.quiet)  # fmt: skip
-    result = context_eval.summarise(rows, Cutoffs(cutoff, settings.cutoff, settings.veto))
+    result = context_eval.summarise(rows, Cutoffs(cutoff, settings.cutoff), settings.veto)
     result |= {"labels": str(args.labels), "classifier": classifier.card.label, "extractor": extractor.card.label,
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
     context_eval.render(result)

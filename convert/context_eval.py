@@ -24,7 +24,7 @@ from convert.labels import LabelledFrame
 from convert.metrics import roc_auc
 from convert.scoring import progress_bar
 from firmware_app.classifiers import Classifier
-from firmware_app.context import Assessment, CameraContext, ContextSettings, TopUpFrame, lighting_mode
+from firmware_app.context import Assessment, CameraContext, ContextSettings, FrameFacts, TopUpFrame, lighting_mode
 from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.decision import Cutoffs, frame_decision
@@ -99,7 +99,7 @@ def replay_camera(
         if row.score is not None and not row.y and seeded[row.mode] < seed_blanks and row.pixels is not None:
             context.bank.add(camera, row.mode, context.extractor.features(row.pixels), origin="manual",
                              source=str(row.frame.path), sha256=row.sha256, burst=row.burst,
-                             captured_ts=float(row.index))  # fmt: skip
+                             captured_ts=float(row.index), score=row.score)  # fmt: skip
             seeded[row.mode] += 1
             row.seed = True
     bursts: dict[str, list[ReplayFrame]] = {}
@@ -108,8 +108,9 @@ def replay_camera(
     for burst, frames in bursts.items():
         for row in frames:
             if row.score is not None and row.pixels is not None:
-                row.assessment = context.assess(camera, row.mode, row.pixels, burst, str(row.frame.path),
-                                                row.sha256, float(row.index))  # fmt: skip
+                facts = FrameFacts(str(row.frame.path), row.sha256, float(row.index), burst, row.score,
+                                   cutoffs.classifier)  # fmt: skip
+                row.assessment = context.assess(camera, row.mode, row.pixels, facts)
             row.pixels = None
         decisions = [frame_decision(r.score, cutoffs, r.context_score) for r in frames]
         if all(d == "blank" for d in decisions) and all(r.assessment is not None for r in frames):
@@ -132,7 +133,7 @@ def replay(
     by_camera: dict[str, list[LabelledFrame]] = {}
     for frame, camera in zip(frames, camera_keys(frames), strict=True):
         by_camera.setdefault(camera, []).append(frame)
-    cutoffs = Cutoffs(cutoff, settings.cutoff, settings.veto)
+    cutoffs = Cutoffs(cutoff, settings.cutoff)
     out: list[ReplayFrame] = []
     with progress_bar("replaying", show_progress) as bar:
         task = bar.add_task("replaying", total=len(frames))
@@ -182,7 +183,7 @@ def _counts(rows: list[ReplayFrame], cutoffs: Cutoffs, use_context: bool) -> dic
     }
 
 
-def summarise(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
+def summarise(rows: list[ReplayFrame], cutoffs: Cutoffs, veto: float) -> dict[str, Any]:
     cameras = [ALL, *sorted({r.camera for r in rows})]
     table = []
     for camera in cameras:
@@ -207,7 +208,7 @@ def summarise(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
     return {
         "cutoff": cutoffs.classifier,
         "context_cutoff": cutoffs.context,
-        "veto": cutoffs.veto,
+        "veto": veto,
         "unscored": sum(1 for r in rows if r.score is None),
         "cameras": table,
     }

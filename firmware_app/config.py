@@ -84,7 +84,10 @@ class ContextSection:
     enabled: bool = opt(True, "compare frames with the camera's reference frames (inert until it has some)")
     extractor: str = opt("", "feature model .tflite; empty: the shipped one in models/context/")
     cutoff: float | None = opt(None, "context score at or over which a frame is kept; unset: the card's", lo=0, hi=2)
-    veto: float = opt(0.5, "classifier p(non-blank) at or over which a frame is kept whatever the scene", lo=0, hi=1)
+    veto: float = opt(
+        0.5, "classifier p at or over which the classifier decides, at cameras where it calls the references blank",
+        lo=0, hi=1,
+    )  # fmt: skip
     drift_limit: float = opt(0.25, "median cell distance over which references no longer fit the scene", lo=0, hi=2)
     max_references: int = opt(12, "references kept per camera and lighting mode", lo=1, hi=200)
     topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often", lo=0)

@@ -5,8 +5,8 @@ is often in only one of them, so a burst is kept whole if any frame scores at or
 A frame that could not be scored counts as non-blank: we fail open, never discard the unknown.
 
 With camera context (firmware_app/context/), a frame whose scene matched the camera's references is
-judged by its context score instead of the classifier's, unless the classifier is sure of an animal
-(the veto): an animal that stands still in every reference-like spot must never become background.
+judged by its context score instead of the classifier's (`context_score` is set only then; where the
+classifier's veto applies, the context layer leaves it unset and the classifier decides).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ def _order(frame: Candidate) -> tuple[float, str]:
 class Cutoffs:
     classifier: float  # p(non-blank) at or over which a frame is kept
     context: float = 0.5  # context score at or over which a frame is kept, when its scene matched
-    veto: float = 1.0  # p(non-blank) at or over which a frame is kept even when its scene matched
 
 
 def _cutoffs(cutoff: float | Cutoffs) -> Cutoffs:
@@ -73,13 +72,13 @@ def _cutoffs(cutoff: float | Cutoffs) -> Cutoffs:
 
 
 def is_blank(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> bool:
-    """A frame is blank only when it was scored and scored under the cutoff: the context cutoff
-    (with the classifier's veto) when its scene matched the camera's references, else the classifier's."""
+    """A frame is blank only when it was scored and scored under the cutoff: the context cutoff when
+    its scene matched the camera's references, else the classifier's."""
     if score is None:
         return False
     c = _cutoffs(cutoff)
     if context_score is not None:
-        return context_score < c.context and score < c.veto
+        return context_score < c.context
     return score < c.classifier
 
 

@@ -35,6 +35,7 @@ from firmware_app.context import (
     MATCHED,
     Assessment,
     CameraContext,
+    FrameFacts,
     TopUpFrame,
     lighting_mode,
 )
@@ -132,7 +133,7 @@ class Pipeline:
         self.cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
         self.cutoffs = Cutoffs(self.cutoff)
         if context is not None:
-            self.cutoffs = Cutoffs(self.cutoff, context.settings.cutoff, context.settings.veto)
+            self.cutoffs = Cutoffs(self.cutoff, context.settings.cutoff)
         # Which cameras are worth a feature pass: a snapshot the prefetch thread may read.
         self._context_cameras: frozenset[str] = frozenset()
         self._capture_pending = False
@@ -284,14 +285,13 @@ class Pipeline:
         """A feature pass only for cameras with references (or a pending capture): free until then."""
         return self._capture_pending or camera_of(rel) in self._context_cameras
 
-    def assess_context(self, frame: Frame, loaded: Loaded, captured_ts: float) -> Assessment | None:
+    def assess_context(self, frame: Frame, loaded: Loaded, captured_ts: float, score: float) -> Assessment | None:
         if self.context is None or loaded.context_pixels is None or loaded.prepared is None:
             return None
         mode, camera = lighting_mode(loaded.prepared.exposure), camera_of(frame.rel)
         try:
-            assessment = self.context.assess(
-                camera, mode, loaded.context_pixels, frame.burst_hint, frame.rel, loaded.sha, captured_ts
-            )
+            facts = FrameFacts(frame.rel, loaded.sha, captured_ts, frame.burst_hint, score, self.cutoff)
+            assessment = self.context.assess(camera, mode, loaded.context_pixels, facts)
         except (BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
             log.error("%s: camera context failed (%s); the classifier decides", frame.rel, exc)
             return Assessment(FAILED, mode)
@@ -350,7 +350,7 @@ class Pipeline:
         score, error = self.score(prepared, loaded.error, frame.rel)
         captured = prepared.captured_at if prepared and prepared.captured_at else None
         captured_ts = captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime
-        assessment = self.assess_context(frame, loaded, captured_ts) if score is not None else None
+        assessment = self.assess_context(frame, loaded, captured_ts, score) if score is not None else None
         context_score = assessment.score if assessment is not None and assessment.decides else None
         record = NewFrame(
             path=frame.rel,

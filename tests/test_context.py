@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_app.context import MATCHED, NO_REFERENCES, Assessment, CameraContext, ContextSettings, TopUpFrame
+from firmware_app.context import (
+    MATCHED,
+    NO_REFERENCES,
+    VETOED,
+    Assessment,
+    CameraContext,
+    ContextSettings,
+    TopUpFrame,
+)
 from firmware_app.context.bank import ANY_CAMERA, BankError, ReferenceBank
 from firmware_app.context.extractor import unit_cells
 from firmware_app.context.score import baseline, compare, distance_map
@@ -76,11 +84,10 @@ def test_shape_mismatch_is_refused() -> None:
 
 # -- fusion -------------------------------------------------------------------------------------
 def test_context_decides_when_the_scene_matched() -> None:
-    c = Cutoffs(classifier=0.1, context=0.3, veto=0.5)
+    c = Cutoffs(classifier=0.1, context=0.3)
     assert is_blank(0.2, c) is False  # no context: the classifier keeps it
     assert is_blank(0.2, c, context_score=0.1) is True  # the scene matched: blank despite the classifier
     assert is_blank(0.05, c, context_score=0.4) is False  # a local change: kept despite the classifier
-    assert is_blank(0.6, c, context_score=0.0) is False  # the classifier is sure: its veto keeps it
     assert frame_decision(None, c, 0.0) == "unknown"  # unscored: kept, whatever the context
     burst = [Candidate(1, "a/1.jpg", "x", 0, None, 0.2, 0.1), Candidate(2, "a/2.jpg", "y", 1, None, 0.05, 0.35)]
     assert not burst_is_blank(burst, c)  # one frame with a local change keeps the burst
@@ -201,6 +208,37 @@ def test_top_up_only_from_bursts_both_call_blank(tmp_path: Path) -> None:
     assert [r.source for r in bank.list()] == ["cam1/1.jpg"]  # one frame of the burst, its middle
     assert not ctx.top_up("cam1", "day", "k5", frames(300, [0.01], [matched(0.1)]), 0.1)  # too soon
     assert ctx.top_up("cam1", "day", "k6", frames(1000, [0.01], [matched(0.1)]), 0.1)
+
+
+# -- the veto: only where the classifier knows the scene ------------------------------------------
+TINY_FEATURES = Path(__file__).parent / "fixtures" / "models" / "tiny_features.tflite"
+
+
+@pytest.mark.parametrize(
+    ("reference_score", "frame_score", "state"),
+    [
+        (0.01, 0.7, VETOED),  # it calls the empty scene empty and is sure of this frame: it decides
+        (0.01, 0.3, MATCHED),  # not sure enough
+        (0.9, 0.99, MATCHED),  # it calls the empty scene an animal: its confidence means nothing here
+        (None, 0.99, MATCHED),  # never scored the references: not trusted
+    ],
+)
+def test_veto_only_where_the_classifier_calls_the_references_blank(
+    tmp_path: Path, reference_score: float | None, frame_score: float, state: str
+) -> None:
+    from firmware_app.context import FrameFacts
+    from firmware_app.context.extractor import TFLiteFeatureExtractor
+
+    extractor = TFLiteFeatureExtractor(TINY_FEATURES, threads=1)
+    pixels = np.full((extractor.card.input.height, extractor.card.input.width, 3), 90, np.uint8)
+    pixels[::4] = 160  # some texture
+    bank = ReferenceBank(tmp_path / "references.db", extractor.card.label)
+    bank.add("cam1", "day", extractor.features(pixels), origin="manual", source="ref.jpg", sha256="r",
+             score=reference_score)  # fmt: skip
+    context = CameraContext(extractor, bank, ContextSettings(cutoff=0.3, veto=0.5, drift_limit=0.25,
+                                                             topup_spacing_s=0))  # fmt: skip
+    facts = FrameFacts("cam1/f.jpg", "f", 0.0, None, frame_score, classifier_cutoff=0.1)
+    assert context.assess("cam1", "day", pixels, facts).state == state
 
 
 # -- the ledger ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # What happened to a frame's context (the ledger's context_state):
 MATCHED = "matched"  # compared with references: the context score decides
+VETOED = "vetoed"  # matched, but the classifier is sure of an animal and trusted here: it decides
 DRIFT = "drift"  # the whole scene differs from the references: the classifier decides
 INCONSISTENT = "inconsistent"  # the references disagree with each other: the classifier decides
 NO_REFERENCES = "no_references"  # none for this camera and lighting mode yet
@@ -38,7 +39,7 @@ FAILED = "failed"  # the extractor failed on this frame: the classifier decides
 @dataclass(frozen=True)
 class ContextSettings:
     cutoff: float  # context score at or over which a frame is kept
-    veto: float  # classifier p(non-blank) at or over which a frame is kept whatever the context says
+    veto: float  # classifier p at or over which the classifier decides, where it calls the references blank
     drift_limit: float  # median cell distance over which the references no longer describe the scene
     topup_spacing_s: float  # at most one automatic reference per camera and mode in this time
 
@@ -60,6 +61,18 @@ class Assessment:
 def lighting_mode(exposure: Exposure) -> str:
     """Day colour or night IR: references from the other mode would make every frame look changed."""
     return "ir" if exposure.greyscale else "day"
+
+
+@dataclass(frozen=True)
+class FrameFacts:
+    """What the pipeline knows of a frame when its context is assessed."""
+
+    source: str  # path in the inbox
+    sha256: str
+    captured_ts: float
+    burst: str | None  # the source's burst id, when it gives one: never compared with its own burst
+    score: float | None  # the classifier's p(non-blank)
+    classifier_cutoff: float
 
 
 @dataclass(frozen=True)
@@ -85,12 +98,12 @@ class CameraContext:
         rows = self.bank.db.execute("SELECT DISTINCT camera FROM refs WHERE extractor = ?", (self.bank.extractor,))
         return frozenset(r[0] for r in rows), bool(self.bank.captures())
 
-    def assess(self, camera: str, mode: str, pixels: np.ndarray, burst: str | None, source: str, sha256: str,
-               captured_ts: float) -> Assessment:  # fmt: skip
+    def assess(self, camera: str, mode: str, pixels: np.ndarray, frame: FrameFacts) -> Assessment:
         features = self.extractor.features(pixels)
+        source, burst = frame.source, frame.burst
         if self.bank.take_capture(camera):
-            self.bank.add(camera, mode, features, origin="capture", source=source, sha256=sha256, burst=burst,
-                          captured_ts=captured_ts)  # fmt: skip
+            self.bank.add(camera, mode, features, origin="capture", source=source, sha256=frame.sha256, burst=burst,
+                          captured_ts=frame.captured_ts, score=frame.score)  # fmt: skip
             log.info("%s: taken as a %s reference of camera %s (capture step)", source, mode, camera)
             return Assessment(CAPTURED, mode)
         view = self.bank.view(camera, mode)
@@ -101,6 +114,11 @@ class CameraContext:
             return Assessment(INCONSISTENT, mode, mismatch=view.baseline.spread, references=len(view.ids))
         result = compare(features, view.features, view.baseline)
         state = DRIFT if result.mismatch > self.settings.drift_limit else MATCHED
+        # The veto guards an animal that looks like background to the features (a small rodent at
+        # night), but only where the classifier has shown it knows this scene's empty frames.
+        sure = frame.score is not None and frame.score >= self.settings.veto
+        if state == MATCHED and sure and view.classifier_agrees(frame.classifier_cutoff):
+            state = VETOED
         return Assessment(state, mode, result.score, result.mismatch, len(view.ids), features)
 
     def is_context_blank(self, assessment: Assessment) -> bool:
@@ -122,7 +140,8 @@ class CameraContext:
             return False
         assert middle.assessment.features is not None
         added = self.bank.add(camera, mode, middle.assessment.features, origin="auto", source=middle.source,
-                              sha256=middle.sha256, burst=burst, captured_ts=middle.captured_ts)  # fmt: skip
+                              sha256=middle.sha256, burst=burst, captured_ts=middle.captured_ts,
+                              score=middle.score)  # fmt: skip
         if added:
             log.info("%s: added as an automatic %s reference of camera %s", middle.source, mode, camera)
         return added is not None

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS refs (
     captured_ts REAL,
     added_at    TEXT NOT NULL,
     extractor   TEXT NOT NULL,      -- name version of the model that made the features
+    score       REAL,               -- the classifier's p(non-blank) for it, when known
     shape       TEXT NOT NULL,      -- h,w,c
     features    BLOB NOT NULL       -- float16, unit-length cells
 );
@@ -73,6 +74,13 @@ class BankView:
     bursts: tuple[str | None, ...]
     features: np.ndarray  # [k, h, w, c] float32
     baseline: Baseline
+    scores: tuple[float | None, ...] = ()  # the classifier's p(non-blank) for each, when known
+
+    def classifier_agrees(self, cutoff: float) -> bool:
+        """Whether the classifier calls this camera's known-empty frames blank. Where it does not (a
+        scene unlike its training, such as a tunnel floor), its confidence means nothing here."""
+        known = [s for s in self.scores if s is not None]
+        return bool(known) and max(known) < cutoff
 
     def excluding_burst(self, burst: str | None) -> BankView:
         """References never include the scored frame's own burst (its neighbours share the animal)."""
@@ -90,6 +98,8 @@ class ReferenceBank:
             self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            if "score" not in {r[1] for r in self.db.execute("PRAGMA table_info(refs)")}:
+                self.db.execute("ALTER TABLE refs ADD COLUMN score REAL")  # banks made before it was kept
         except sqlite3.Error as exc:
             raise BankError(f"cannot open the reference bank {path}: {exc}") from exc
         self._cache: dict[tuple[str, str], BankView | None] = {}
@@ -113,7 +123,8 @@ class ReferenceBank:
 
     def _load(self, camera: str, mode: str) -> BankView | None:
         rows = self.db.execute(
-            "SELECT id, burst, shape, features FROM refs WHERE camera = ? AND mode = ? AND extractor = ? ORDER BY id",
+            "SELECT id, burst, shape, features, score FROM refs WHERE camera = ? AND mode = ? AND extractor = ?"
+            " ORDER BY id",
             (camera, mode, self.extractor),
         ).fetchall()
         if not rows:
@@ -123,7 +134,9 @@ class ReferenceBank:
             raise BankError(f"{self.path}: references of {camera}/{mode} have different shapes {sorted(shapes)}")
         shape = tuple(int(v) for v in rows[0][2].split(","))
         feats = np.stack([np.frombuffer(r[3], np.float16).reshape(shape) for r in rows]).astype(np.float32)
-        return BankView(tuple(r[0] for r in rows), tuple(r[1] for r in rows), feats, baseline(feats))
+        return BankView(
+            tuple(r[0] for r in rows), tuple(r[1] for r in rows), feats, baseline(feats), tuple(r[4] for r in rows)
+        )
 
     def has_camera(self, camera: str) -> bool:
         row = self.db.execute(
@@ -159,6 +172,7 @@ class ReferenceBank:
         sha256: str,
         burst: str | None = None,
         captured_ts: float | None = None,
+        score: float | None = None,
     ) -> int | None:
         """Add one reference; the oldest `auto` one goes when the camera's mode is full. None when an
         automatic top-up finds the bank full of references a person chose (those are never replaced)."""
@@ -177,9 +191,9 @@ class ReferenceBank:
                 return None
             cursor = db.execute(
                 "INSERT INTO refs (camera, mode, origin, source, sha256, burst, captured_ts, added_at, extractor,"
-                " shape, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " shape, features, score) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (camera, mode, origin, source, sha256, burst, captured_ts, _now(), self.extractor,
-                 ",".join(str(v) for v in features.shape), blob),
+                 ",".join(str(v) for v in features.shape), blob, score),
             )  # fmt: skip
         return int(cursor.lastrowid or 0)
 

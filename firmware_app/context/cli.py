@@ -108,14 +108,18 @@ def camera_for(path: Path, inbox: Path) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from firmware_app.cli import load_model
     from firmware_app.pipeline import imaging_settings
 
     config, extractor, bank = _setup(args)
+    # The classifier's score of each reference tells, later, whether it knows this scene (its veto).
+    classifier = load_model(config)
     settings, failed = imaging_settings(config), 0
     for path in args.files:
         camera = args.camera or camera_for(path, config.source.inbox)
         try:
             data = path.read_bytes()
+            seen = prepare_jpeg(data, classifier.card.input, settings)  # as the pipeline sees it: mode, score
             prepared = prepare_jpeg(data, extractor.card.input, settings)
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror or exc}): not added")
@@ -125,9 +129,9 @@ def cmd_add(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}: not added")
             failed += 1
             continue
-        mode = args.mode or lighting_mode(prepared.exposure)
+        mode = args.mode or lighting_mode(seen.exposure)
         added = bank.add(camera, mode, extractor.features(prepared.pixels), origin="manual", source=str(path),
-                         sha256=hashlib.sha256(data).hexdigest())  # fmt: skip
+                         sha256=hashlib.sha256(data).hexdigest(), score=classifier.score(seen.pixels))  # fmt: skip
         print(f"{path}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
     bank.close()
     return 1 if failed else 0
