@@ -29,7 +29,7 @@ from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.decision import Cutoffs, frame_decision
 from firmware_app.errors import ImageError
-from firmware_app.imaging import ImagingSettings, prepare_jpeg
+from firmware_app.imaging import ImagingSettings, prepare_jpeg_views
 
 ALL = "(all)"
 NO_CAMERA = "(no camera)"
@@ -81,10 +81,10 @@ def prepare(
     for row in rows:
         try:
             data = row.frame.path.read_bytes()
-            prepared = prepare_jpeg(data, classifier.card.input, settings)
+            prepared, view = prepare_jpeg_views(data, [classifier.card.input, extractor.card.input], settings)
             row.score = classifier.score(prepared.pixels)
             row.mode = lighting_mode(prepared.exposure)
-            row.pixels = prepare_jpeg(data, extractor.card.input, settings).pixels
+            row.pixels = view.pixels
             row.sha256 = hashlib.sha256(data).hexdigest()
         except (OSError, ImageError):
             row.score = None

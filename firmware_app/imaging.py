@@ -80,13 +80,15 @@ def prepare_jpeg(data: bytes, spec: InputSpec, settings: ImagingSettings) -> Pre
 
 
 def prepare_jpeg_views(data: bytes, specs: Sequence[InputSpec], settings: ImagingSettings) -> list[Prepared]:
-    """One decode, one Prepared per input spec (the classifier's and the context extractor's).
+    """One decode, one Prepared per input spec (the classifier's, then the context extractor's).
 
-    The Huffman decode is the fixed cost of a frame: decoding once at the largest size any spec needs
-    and resizing from there is cheaper than decoding per model.
+    The Huffman decode is the fixed cost of a frame, so it is paid once. The first spec sets the
+    decode size, so its pixels are exactly what `prepare_jpeg` gives it: the classifier scores a frame
+    the same whether or not its camera has context references. The others resize from that image
+    (the classifier's 320 px decode is already about the extractor's 288-row input).
     """
-    want = (max(s.width for s in specs), max(round(s.height / (1 - s.crop_top - s.crop_bottom)) for s in specs))
-    image, source_size, captured_at = decode_jpeg(data, want, settings)
+    first = specs[0]
+    image, source_size, captured_at = decode_jpeg(data, (first.width, first.height), settings)
     return [finish(image, spec, settings, source_size, image.size, captured_at) for spec in specs]
 
 

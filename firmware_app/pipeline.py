@@ -52,7 +52,7 @@ from firmware_app.decision import (
 )
 from firmware_app.errors import BlankfilterError, ImageError, LedgerUnavailable
 from firmware_app.hashing import sha256_file
-from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg
+from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg_views
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
@@ -261,14 +261,15 @@ class Pipeline:
         except OSError as exc:
             return Loaded(None, "", 0, None, None, exc)
         sha = hashlib.sha256(data).hexdigest()
+        specs = [self.classifier.card.input]
+        if self.context is not None and self.wants_context(frame.rel):
+            specs.append(self.context.extractor.card.input)
         try:
-            prepared, error = prepare_jpeg(data, self.classifier.card.input, self.settings), None
+            views, error = prepare_jpeg_views(data, specs, self.settings), None
         except ImageError as exc:
-            prepared, error = None, str(exc)
-        context_pixels = None
-        if prepared is not None and self.context is not None and self.wants_context(frame.rel):
-            with contextlib.suppress(ImageError):  # it decoded a moment ago; the classifier decides alone if not
-                context_pixels = prepare_jpeg(data, self.context.extractor.card.input, self.settings).pixels
+            views, error = [], str(exc)
+        prepared = views[0] if views else None
+        context_pixels = views[1].pixels if len(views) > 1 else None
         return Loaded(stat, sha, len(data), prepared, error, None, context_pixels)
 
     # -- camera context ---------------------------------------------------------------------

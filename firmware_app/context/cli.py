@@ -20,7 +20,7 @@ from firmware_app.context.bank import ANY_CAMERA, MODES, ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor, default_extractor_path, load_extractor
 from firmware_app.decision import camera_of
 from firmware_app.errors import ConfigError, ImageError, ModelError
-from firmware_app.imaging import prepare_jpeg
+from firmware_app.imaging import prepare_jpeg_views
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         camera = args.camera or camera_for(path, config.source.inbox)
         try:
             data = path.read_bytes()
-            seen = prepare_jpeg(data, classifier.card.input, settings)  # as the pipeline sees it: mode, score
-            prepared = prepare_jpeg(data, extractor.card.input, settings)
+            # as the pipeline sees it: the classifier's view (mode, score) and the extractor's
+            seen, prepared = prepare_jpeg_views(data, [classifier.card.input, extractor.card.input], settings)
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror or exc}): not added")
             failed += 1
