@@ -37,9 +37,16 @@ tail -n +2 "$BUILD/trainval_labels.csv" | cut -d, -f1 | awk 'NR % 4 == 1' | head
   --json "models/$NAME-eval.json" --quiet
 
 # Camera context (models/context/, made by models/make_extractor.sh): replay every camera in time
-# order against the classifier alone; the table in models/README.md ("Camera context").
+# order against the classifier alone; tune the context score's cutoff for the same 97 % frame recall
+# on the frames context decided (into the extractor's card), then replay again with it: the table
+# in models/README.md ("Camera context").
 if [ -f models/context/blankfilter-context-lite0.tflite ]; then
+  EXTRACTOR=models/context/blankfilter-context-lite0.tflite
   .venv/bin/python models/evaluation_labels.py --data "$DATA" --split "$BUILD/split.json" --out "$BUILD/context_labels.csv" --context
-  .venv/bin/blankfilter eval --context --model "models/$NAME.tflite" --labels "$BUILD/context_labels.csv" \
-    --json models/context/blankfilter-context-replay.json --save-scores "$BUILD/context_scores.csv" --quiet
+  .venv/bin/blankfilter eval --context --model "models/$NAME.tflite" --extractor "$EXTRACTOR" \
+    --labels "$BUILD/context_labels.csv" --save-scores "$BUILD/context_scores.csv" --quiet > /dev/null
+  .venv/bin/blankfilter tune --scores "$BUILD/context_scores.csv" --model "$EXTRACTOR" --level frame \
+    --plot models/context/blankfilter-context-curves.png
+  .venv/bin/blankfilter eval --context --model "models/$NAME.tflite" --extractor "$EXTRACTOR" \
+    --labels "$BUILD/context_labels.csv" --json models/context/blankfilter-context-replay.json --quiet
 fi
