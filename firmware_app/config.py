@@ -94,6 +94,30 @@ class ContextSection:
 
 
 @dataclass(frozen=True)
+class MqttSection:
+    host: str = opt("", "broker host; empty: no broker (events wait in the ledger's outbox)")
+    port: int = opt(1883, "broker port (usually 8883 with TLS)", lo=1, hi=65535)
+    client_id: str = opt("", "MQTT client id; empty: blankfilter-<trap.id>")
+    topic_prefix: str = opt("blankfilter", "topics are <prefix>/<trap.id>/event, status, availability, config")
+    username: str = opt("", "user name; empty: anonymous")
+    password_file: str = opt("", "file with the password; empty: $CREDENTIALS_DIRECTORY/mqtt_password if set")
+    tls: bool = opt(False, "connect with TLS")
+    ca_file: str = opt("", "CA certificate(s) to trust; empty: the system's")
+    cert_file: str = opt("", "client certificate (mutual TLS)")
+    key_file: str = opt("", "client certificate's key")
+    tls_insecure: bool = opt(False, "skip the broker host name check (testing only)")
+    keepalive_s: int = opt(60, "MQTT keepalive", lo=5, hi=3600)
+    status_interval_s: float = opt(300.0, "heartbeat period of the retained status topic", lo=5, hi=86400)
+    backlog_rate: float = opt(50.0, "events per second at most when sending a backlog", lo=0.1, hi=10000)
+    thumbnail_px: int = opt(160, "long side of the event's JPEG thumbnail; 0: no thumbnail", lo=0, hi=1024)
+    thumbnail_max_kb: float = opt(12.0, "thumbnail size cap (quality, then size, go down to fit)", lo=1, hi=256)
+    drain_s: float = opt(10.0, "run --once: how long to wait for the broker to take the events", lo=0, hi=3600)
+    remote_cutoff: bool = opt(False, "accept a new cutoff on <prefix>/<trap.id>/set/cutoff (0.01..0.99)")
+    ha_discovery: bool = opt(False, "publish Home Assistant MQTT discovery configs")
+    ha_prefix: str = opt("homeassistant", "Home Assistant discovery prefix")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = opt("info", "log level", choices=("debug", "info", "warning", "error"))
 
@@ -107,6 +131,7 @@ class Config:
     decision: DecisionSection = field(default_factory=DecisionSection)
     store: StoreSection = field(default_factory=StoreSection)
     context: ContextSection = field(default_factory=ContextSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
     log: LogSection = field(default_factory=LogSection)
     origin: str = "defaults"
 
@@ -175,7 +200,12 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 def _is_path_field(section: str, key: str) -> bool:
     cls = SECTIONS.get(section)
     hints = get_type_hints(cls) if cls else {}
-    return hints.get(key) is Path or (section, key) == ("model", "path")
+    return hints.get(key) is Path or (section, key) in FILE_KEYS
+
+
+# String keys that name a file (empty allowed): relative paths in a config file are relative to it.
+FILE_KEYS = {("model", "path"), ("context", "extractor"), ("mqtt", "password_file"), ("mqtt", "ca_file"),
+             ("mqtt", "cert_file"), ("mqtt", "key_file")}  # fmt: skip
 
 
 def _build_section(name: str, given: dict[str, tuple[Any, str]]) -> Any:
@@ -230,6 +260,7 @@ def _cross_checks(config: Config, origins: dict[str, str]) -> None:
             f"{origins.get('trap.id', 'defaults')}: trap.id = {config.trap.id!r}: use letters, digits, '-' and '_' "
             "(it becomes an MQTT topic segment)"
         )
+    _check_mqtt(config, origins)
     if config.imaging.dark_below >= config.imaging.bright_above:
         where = dict.fromkeys(origins.get(k, "defaults") for k in ("imaging.dark_below", "imaging.bright_above"))
         raise ConfigError(
@@ -246,3 +277,24 @@ def describe() -> list[tuple[str, Any, str]]:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             rows.append((f"{name}.{f.name}", default, f.metadata["help"]))
     return rows
+
+
+def _check_mqtt(config: Config, origins: dict[str, str]) -> None:
+    """Files the broker connection needs must exist now, not at the first reconnect in a month."""
+    m = config.mqtt
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(m, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: no such file")
+    if bool(m.cert_file) != bool(m.key_file):
+        where = origins.get("mqtt.cert_file") or origins.get("mqtt.key_file", "defaults")
+        raise ConfigError(f"{where}: mqtt.cert_file and mqtt.key_file go together (a client certificate and its key)")
+    if (m.ca_file or m.cert_file or m.tls_insecure) and not m.tls:
+        raise ConfigError(
+            f"{origins.get('mqtt.tls', 'defaults')}: mqtt.ca_file/cert_file/tls_insecure need mqtt.tls = true"
+        )
+    for key in ("topic_prefix", "ha_prefix"):
+        value = getattr(m, key)
+        if not value or any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
+            raise ConfigError(f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: a topic without "
+                              "wildcards (# +) or leading/trailing '/'")  # fmt: skip

@@ -28,6 +28,7 @@ class Candidate:
     burst_hint: str | None  # a source-given burst id wins over time gaps
     score: float | None  # None: scoring failed
     context_score: float | None = None  # set only when the scene matched the camera's references
+    gamma: float | None = None  # gamma applied before scoring (1.0: none), for the event
 
 
 def camera_of(path: str) -> str:

@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS skipped (
     at     TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Events for MQTT, written in the same transaction as the burst's decision; delivered on PUBACK.
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    event_id     TEXT NOT NULL UNIQUE,
+    payload      TEXT NOT NULL,          -- JSON, as published
+    created_at   TEXT NOT NULL,
+    delivered_at TEXT,                   -- NULL until the broker acknowledged it (PUBACK)
+    attempts     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, id);
 """
 
 
@@ -116,6 +126,22 @@ class FrameRow:
     model_version: str | None
     context_score: float | None = None
     context_state: str | None = None
+    gamma: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    payload: str  # JSON
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    id: int
+    event_id: str
+    payload: str
+    created_at: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -201,10 +227,16 @@ class Ledger:
         rows = self.db.execute("SELECT * FROM frames WHERE state = ? ORDER BY captured_ts, path", (state,))
         return [_row(r) for r in rows]
 
-    def decide(self, decisions: Iterable[Decision]) -> None:
-        """All frames of a burst in one transaction: the decision is durable before files move."""
+    def decide(self, decisions: Iterable[Decision], events: Iterable[OutboxEvent] = ()) -> None:
+        """All frames of a burst in one transaction: the decision is durable before files move, and
+        its event is in the outbox exactly when the decision is (a crash cannot keep one without the other)."""
         at = now_iso()
         with self.transaction() as db:
+            for event in events:
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at) VALUES (?, ?, ?)",
+                    (event.event_id, event.payload, at),
+                )
             for d in decisions:
                 db.execute(
                     "UPDATE frames SET burst = ?, decision = ?, action = ?, dest = ?, cutoff = ?,"
@@ -255,6 +287,64 @@ class Ledger:
                 (why, frame_id),
             )
 
+    # -- the event outbox ---------------------------------------------------------------------
+    def pending_events(self, limit: int, exclude: Iterable[int] = ()) -> list[PendingEvent]:
+        """Undelivered events, oldest first (a backlog drains in order)."""
+        skip = set(exclude)
+        rows = self.db.execute(
+            "SELECT id, event_id, payload, created_at, attempts FROM outbox WHERE delivered_at IS NULL"
+            " ORDER BY id LIMIT ?",
+            (limit + len(skip),),
+        )
+        return [PendingEvent(*r) for r in rows if r[0] not in skip][:limit]
+
+    def events_sent(self, ids: Iterable[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+
+    def events_delivered(self, ids: Iterable[int]) -> None:
+        at = now_iso()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", [(at, i) for i in ids]
+            )
+
+    def outbox_state(self) -> tuple[int, str | None]:
+        """(undelivered events, creation time of the oldest of them)."""
+        row = self.db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL").fetchone()
+        return int(row[0]), row[1]
+
+    def prune_delivered(self, older_than_days: float) -> int:
+        """Delivered events are only history: keep a while for `stats`, then free the card."""
+        with self.transaction() as db:
+            return db.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < datetime('now', ?)",
+                (f"-{older_than_days} days",),
+            ).rowcount
+
+    # -- settings kept across restarts --------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def counts_since(self, since_iso: str) -> dict[str, int]:
+        """Frames seen, kept, discarded and failed since a time (UTC ISO): for the status heartbeat."""
+        row = self.db.execute(
+            "SELECT COUNT(*), SUM(action IN ('kept', 'failed_kept')),"
+            " SUM(action IN ('deleted', 'quarantined', 'blank_kept', 'audit', 'quarantine_expired')),"
+            " SUM(score IS NULL) FROM frames WHERE seen_at >= ?",
+            (since_iso,),
+        ).fetchone()
+        return {"seen": row[0] or 0, "kept": row[1] or 0, "discarded": row[2] or 0, "failed": row[3] or 0}
+
+    def last_event_at(self) -> str | None:
+        row = self.db.execute("SELECT MAX(created_at) FROM outbox").fetchone()
+        return row[0] if row else None
+
     # -- skipped files ----------------------------------------------------------------------
     def was_skipped(self, path: str, size: int, mtime: float) -> bool:
         row = self.db.execute("SELECT size, mtime FROM skipped WHERE path = ?", (path,)).fetchone()
@@ -290,6 +380,7 @@ class Ledger:
             "bursts": db.execute("SELECT COUNT(DISTINCT burst) FROM frames WHERE burst IS NOT NULL").fetchone()[0],
             "pending": db.execute("SELECT COUNT(*) FROM frames WHERE state != 'done'").fetchone()[0],
             "skipped": db.execute("SELECT COUNT(*) FROM skipped").fetchone()[0],
+            "outbox": dict(zip(("undelivered", "oldest"), self.outbox_state(), strict=True)),
             "models": [tuple(r) for r in db.execute("SELECT model, model_version, COUNT(*) FROM frames GROUP BY 1, 2")],
             "context": dict(
                 db.execute(

@@ -51,9 +51,11 @@ from firmware_app.decision import (
     group_bursts,
 )
 from firmware_app.errors import BlankfilterError, ImageError, LedgerUnavailable
+from firmware_app.events.payloads import EventFrame, build_event, dumps
+from firmware_app.events.thumbnail import make_thumbnail
 from firmware_app.hashing import sha256_file
 from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg_views
-from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame
+from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEvent
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
 from firmware_app.store import FrameVanished, Store
@@ -139,6 +141,7 @@ class Pipeline:
         self._capture_pending = False
         self._learnable: dict[int, TopUpFrame] = {}  # frame id -> what a top-up needs (in memory only)
         self._context_state: dict[tuple[str, str], str] = {}  # (camera, mode) -> last state, to log changes
+        self.on_event: Callable[[], None] | None = None  # told after a kept burst's event is in the outbox
         self.settings = imaging_settings(config)
         self.store = Store(config.store.root, config.source.inbox)
         self.summary = RunSummary()
@@ -233,7 +236,8 @@ class Pipeline:
         for row in self.ledger.in_state("scored"):
             if (self.config.source.inbox / row.path).exists():
                 context_score = row.context_score if row.context_state == "matched" else None
-                self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score, context_score)
+                self._pend(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score, context_score,
+                           row.gamma)  # fmt: skip
             else:
                 self.ledger.done(row.id, action="vanished", error="file left the inbox before its burst was decided")
 
@@ -379,7 +383,7 @@ class Pipeline:
             self.summary.counts[f"context_{assessment.state}"] += 1
             if assessment.decides:
                 self._learnable[frame_id] = TopUpFrame(frame.rel, sha, captured_ts, score, assessment)
-        self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score, context_score)
+        self._pend(frame_id, frame.rel, sha, record.captured_ts, frame.burst_hint, score, context_score, record.gamma)
         return True
 
     def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
@@ -420,8 +424,9 @@ class Pipeline:
         hint: str | None,
         score: float | None,
         context_score: float | None = None,
+        gamma: float | None = None,
     ) -> None:
-        self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score, context_score)
+        self._pending[frame_id] = Candidate(frame_id, rel, sha, ts, hint, score, context_score, gamma)
         self._last_arrival[camera_of(rel)] = time.monotonic()
 
     def note_skipped(self, skipped: list[Skipped]) -> None:
@@ -482,7 +487,10 @@ class Pipeline:
                     self.cutoff,
                 )
             )
-        self.ledger.decide(decisions)
+        events = [] if blank else [self.event_for(burst, key, decisions)]
+        self.ledger.decide(decisions, events)
+        if events and self.on_event is not None:
+            self.on_event()
         for frame in burst:
             del self._pending[frame.frame_id]
         rows = [self.ledger.find_by_id(frame.frame_id) for frame in burst]
@@ -491,6 +499,24 @@ class Pipeline:
             self.learn(burst, key)
         for frame in burst:
             self._learnable.pop(frame.frame_id, None)
+
+    def event_for(self, burst: list[Candidate], key: str, decisions: list[Decision]) -> OutboxEvent:
+        """The kept burst's MQTT event, for the outbox (the same transaction as its decision)."""
+        m = self.config.mqtt
+        frames = [
+            EventFrame(d.dest or f.path, f.sha256, f.captured_ts, f.score, f.gamma, f.context_score)
+            for f, d in zip(burst, decisions, strict=True)
+        ]
+        best = max(burst, key=lambda f: -1.0 if f.score is None else f.score)
+        thumbnail = make_thumbnail(self.config.source.inbox / best.path, m.thumbnail_px, int(m.thumbnail_max_kb * 1024))
+        model = (self.classifier.card.name, self.classifier.card.version)
+        event = build_event(self.config.trap.id, key, frames, self.cutoff, model, thumbnail)
+        return OutboxEvent(event["event_id"], dumps(event))
+
+    def set_cutoff(self, cutoff: float) -> None:
+        """A new classifier cutoff while running (the remote cutoff): bursts decided from now on use it."""
+        self.cutoff = cutoff
+        self.cutoffs = Cutoffs(cutoff, self.cutoffs.context)
 
     def discard_action(self) -> str:
         mode = self.config.store.discard

@@ -385,7 +385,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
 ) -> None:
     inbox = tmp_path / "inbox"
     root = tmp_path / "store"
-    copies = 8
+    copies = 16  # enough work that a kill 0.05-0.6 s into a run lands mid-work, however fast the machine
     originals = copy_fixture_set(inbox, copies, make_inbox)
     scores = classify(run_cli, inbox)
     bursts = [b for c in range(copies) for b in bursts_of(f"copy{c}/")]

@@ -1,0 +1,150 @@
+"""The event and status payloads (pure: no I/O) and the topics they go to.
+
+Event `blankfilter-event/1`, one per kept burst (a single frame is a burst of one); subscribers
+de-duplicate on `event_id`, which is stable across restarts and resends. Status
+`blankfilter-status/1`, retained, every mqtt.status_interval_s. JSON Schemas: firmware_app/schemas/.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from firmware_app import __version__
+
+EVENT_SCHEMA = "blankfilter-event/1"
+STATUS_SCHEMA = "blankfilter-status/1"
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    trap_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.trap_id}"
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/event"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def config(self) -> str:
+        return f"{self.base}/config"
+
+    @property
+    def set_cutoff(self) -> str:
+        return f"{self.base}/set/cutoff"
+
+
+@dataclass(frozen=True)
+class EventFrame:
+    file: str  # where the frame is now, relative to store.root (or its inbox path, if it stayed there)
+    sha256: str
+    captured_ts: float
+    score: float | None  # None: it could not be scored (kept)
+    gamma: float | None
+    context_score: float | None = None
+
+
+def event_id(trap_id: str, burst_key: str) -> str:
+    """Stable for a burst: the same after a restart or a resend, different between traps."""
+    return hashlib.sha256(f"{trap_id}|{burst_key}".encode()).hexdigest()[:32]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_event(
+    trap_id: str,
+    burst_key: str,
+    frames: list[EventFrame],
+    cutoff: float,
+    model: tuple[str, str],
+    thumbnail: tuple[bytes, int, int] | None = None,
+) -> dict[str, Any]:
+    scores = [f.score for f in frames if f.score is not None]
+    event: dict[str, Any] = {
+        "schema": EVENT_SCHEMA,
+        "event_id": event_id(trap_id, burst_key),
+        "trap_id": trap_id,
+        "burst": burst_key,
+        "first_frame_at": iso(min(f.captured_ts for f in frames)),
+        "last_frame_at": iso(max(f.captured_ts for f in frames)),
+        "frames": [_frame(f) for f in frames],
+        "max_score": _round(max(scores)) if scores else None,
+        "unscored_frames": sum(1 for f in frames if f.score is None),
+        "cutoff": round(cutoff, 6),
+        "model": {"name": model[0], "version": model[1]},
+        "software": __version__,
+    }
+    if thumbnail is not None:
+        data, width, height = thumbnail
+        event["thumbnail"] = {"jpeg_base64": base64.b64encode(data).decode(), "width": width, "height": height}
+    return event
+
+
+def _frame(f: EventFrame) -> dict[str, Any]:
+    return {
+        "file": f.file,
+        "sha256": f.sha256,
+        "captured_at": iso(f.captured_ts),
+        "score": _round(f.score),
+        "gamma": f.gamma,
+        "context_score": _round(f.context_score),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=False)
+
+
+def build_status(
+    trap_id: str,
+    started_at: float,
+    now: float,
+    since_start: dict[str, int],
+    today: dict[str, int],
+    outbox: tuple[int, str | None],
+    health: dict[str, Any],
+    model: tuple[str, str],
+    cutoff: float,
+    last_event_at: str | None,
+) -> dict[str, Any]:
+    depth, oldest = outbox
+    oldest_age = None
+    if oldest:
+        oldest_age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
+    decided = today["kept"] + today["discarded"]
+    return {
+        "schema": STATUS_SCHEMA,
+        "trap_id": trap_id,
+        "at": iso(now),
+        "uptime_s": round(now - started_at, 1),
+        "frames_since_start": since_start,
+        "frames_today": today,
+        "blank_ratio_today": round(today["discarded"] / decided, 4) if decided else None,
+        "outbox": {"depth": depth, "oldest_age_s": None if oldest_age is None else round(oldest_age, 1)},
+        "last_event_at": last_event_at,
+        "model": {"name": model[0], "version": model[1], "cutoff": round(cutoff, 6)},
+        "software": __version__,
+        **health,
+    }
