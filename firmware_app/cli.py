@@ -121,12 +121,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    publisher = None if args.dry_run else start_publisher(config, pipeline, ledger)
     try:
         summary = pipeline.run(once=args.once)
     except LedgerUnavailable as exc:
         log.error("%s", exc)
         return EXIT_INCOMPLETE
     finally:
+        if publisher is not None:
+            publisher.stop(drain_s=config.mqtt.drain_s if args.once else 3.0)
+        if not args.dry_run:
+            note_outbox(ledger, publisher is not None)
         ledger.close()
     log.info("done: %s", summary.line())
     if pipeline.waiting:
@@ -178,6 +183,42 @@ def cmd_classify(args: argparse.Namespace) -> int:
             score_text = "  -   " if result["score"] is None else f"{result['score']:.4f}"
             print(f"{score_text}  {verdict:5}  {path}" + (f"  ({error})" if error else ""), flush=True)
     return EXIT_OK
+
+
+def start_publisher(config: Config, pipeline: Any, ledger: Any) -> Any:
+    """The MQTT publisher, when a broker is configured; events wait in the outbox either way."""
+    if not config.mqtt.host:
+        depth = ledger.outbox_state()[0]
+        log.info("no broker (mqtt.host is empty): events are kept in the outbox (%d waiting)", depth)
+        return None
+    from firmware_app.events.mqtt import REMOTE_CUTOFF_KEY, Hooks, Publisher
+
+    card = pipeline.classifier.card
+    if config.mqtt.remote_cutoff:
+        saved = ledger.get_meta(REMOTE_CUTOFF_KEY)
+        if saved is not None:
+            pipeline.set_cutoff(float(saved))
+            log.warning("cutoff %.4f: set remotely earlier (mqtt.remote_cutoff = true), not %s", float(saved),
+                        "model.cutoff" if config.model.cutoff is not None else "the model card's")  # fmt: skip
+    hooks = Hooks(
+        model=(card.name, card.version),
+        cutoff=lambda: float(pipeline.cutoff),
+        set_cutoff=pipeline.set_cutoff if config.mqtt.remote_cutoff else None,
+    )
+    publisher = Publisher(config, hooks)
+    publisher.start()
+    pipeline.on_event = publisher.wake
+    return publisher
+
+
+def note_outbox(ledger: Any, broker: bool) -> None:
+    try:
+        depth, oldest = ledger.outbox_state()
+    except sqlite3.Error:
+        return
+    if depth:
+        when = "when the broker is reachable" if broker else "once mqtt.host is set"
+        log.info("%d event(s) wait in the outbox (oldest %s); they are sent %s", depth, oldest, when)
 
 
 # -- stats ----------------------------------------------------------------------------------------

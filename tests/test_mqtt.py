@@ -1,0 +1,291 @@
+"""MQTT events against a real mosquitto started by the test: every kept burst arrives, schema-valid,
+across broker outages, restarts and kill -9; availability, status, remote cutoff, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import BURSTS, FRAMES
+from mqtt_broker import Broker, Subscriber, free_port, wait_until
+from test_cli_run import log_has, started
+
+from firmware_app.events.mqtt import parse_cutoff
+from firmware_app.events.payloads import EventFrame, build_event, event_id
+from firmware_app.events.thumbnail import make_thumbnail
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "firmware_app" / "schemas"
+EVENT_SCHEMA = json.loads((SCHEMAS / "event-1.schema.json").read_text())
+STATUS_SCHEMA = json.loads((SCHEMAS / "status-1.schema.json").read_text())
+TOPIC = "blankfilter/trap-01"
+
+
+def kept_bursts(store: Path) -> set[str]:
+    db = sqlite3.connect(store / "ledger.db")
+    rows = {r[0] for r in db.execute("SELECT DISTINCT burst FROM frames WHERE action IN ('kept', 'failed_kept')")}
+    db.close()
+    return rows
+
+
+def undelivered(store: Path) -> int:
+    db = sqlite3.connect(store / "ledger.db")
+    n = int(db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+    db.close()
+    return n
+
+
+def received_bursts(sub: Subscriber) -> dict[str, dict[str, Any]]:
+    """Events by event_id: de-duplicated, as a subscriber must."""
+    return {e["event_id"]: e for e in sub.json_on(f"{TOPIC}/event")}
+
+
+@pytest.fixture
+def sub(broker: Broker) -> Iterator[Subscriber]:
+    s = Subscriber(broker.port, "#")
+    yield s
+    s.close()
+
+
+def mqtt_args(store_args: Callable[..., list[str]], port: int, **sets: object) -> list[str]:
+    base: dict[str, object] = {"mqtt__host": "127.0.0.1", "mqtt__port": port, "mqtt__drain_s": 10,
+                               "decision__burst_gap_s": 5, "context__enabled": "false"}  # fmt: skip
+    return store_args(**(base | sets))
+
+
+# -- payloads -------------------------------------------------------------------------------------
+def test_event_payload_is_schema_valid_and_its_id_stable() -> None:
+    thumb = make_thumbnail(FRAMES / "speciesnet" / "ocelot.jpg", 160, 12 * 1024)
+    assert thumb is not None and len(thumb[0]) <= 12 * 1024 and max(thumb[1:]) <= 160
+    frames = [EventFrame("kept/cam/a.jpg", "a" * 64, 1_700_000_000.5, 0.91, 1.0),
+              EventFrame("kept/cam/b.jpg", "b" * 64, 1_700_000_001.0, None, None, 0.4)]  # fmt: skip
+    event = build_event("trap-01", "burst-7", frames, 0.08, ("m", "1.0"), thumb)
+    jsonschema.validate(event, EVENT_SCHEMA)
+    assert event["event_id"] == event_id("trap-01", "burst-7") != event_id("trap-02", "burst-7")
+    assert event["max_score"] == 0.91 and event["unscored_frames"] == 1
+    assert event["first_frame_at"] == "2023-11-14T22:13:20.500Z"
+
+
+def test_thumbnail_fits_a_tiny_cap_or_is_left_out(tmp_path: Path) -> None:
+    assert make_thumbnail(FRAMES / "speciesnet" / "ocelot.jpg", 160, 1500) is not None  # shrinks to fit
+    assert make_thumbnail(FRAMES / "speciesnet" / "ocelot.jpg", 160, 50) is None  # cannot: no thumbnail
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert make_thumbnail(tmp_path / "bad.jpg", 160, 12000) is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "value"),
+    [(b"0.3", 0.3), (b'{"cutoff": 0.05}', 0.05), (b"0.005", None), (b"1.5", None), (b"nan", None),
+     (b"abc", None), (b"", None), (b"\xff\xfe", None), (b'{"cut": 0.3}', None)],
+)  # fmt: skip
+def test_remote_cutoff_parsing(payload: bytes, value: float | None) -> None:
+    parsed, why = parse_cutoff(payload)
+    assert parsed == value
+    assert bool(why) == (value is None)
+
+
+# -- a run against a broker -----------------------------------------------------------------------
+def test_run_once_publishes_every_kept_burst_with_status_and_availability(
+    tmp_path: Path, broker: Broker, sub: Subscriber, make_inbox: Callable[..., Path], run_cli: Any,
+    store_args: Callable[..., list[str]],
+) -> None:  # fmt: skip
+    make_inbox()
+    done = run_cli("run", "--once", *mqtt_args(store_args, broker.port), check_rc=0)
+    store = tmp_path / "store"
+    kept = kept_bursts(store)
+    assert kept, "the fixture set must keep some bursts"
+    wait_until(lambda: len(received_bursts(sub)) >= len(kept), 10, "the events")
+    events = received_bursts(sub)
+    assert {e["burst"] for e in events.values()} == kept
+    for event in events.values():
+        jsonschema.validate(event, EVENT_SCHEMA)
+        assert event["trap_id"] == "trap-01" and "thumbnail" in event
+        assert all((store / f["file"]).is_file() for f in event["frames"])  # the files are where it says
+    assert undelivered(store) == 0
+    statuses = sub.json_on(f"{TOPIC}/status")
+    assert statuses
+    jsonschema.validate(statuses[-1], STATUS_SCHEMA)
+    assert statuses[-1]["model"]["cutoff"] > 0
+    assert sub.on(f"{TOPIC}/availability")[0] == b"online"
+    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1] == b"offline", 5, "offline on a clean stop")
+    late = Subscriber(broker.port, f"{TOPIC}/#")  # retained: what a dashboard sees when it connects later
+    wait_until(lambda: bool(late.on(f"{TOPIC}/status")) and bool(late.on(f"{TOPIC}/availability")), 5, "retained")
+    assert late.on(f"{TOPIC}/availability") == [b"offline"]
+    assert not late.on(f"{TOPIC}/event")  # events are not retained
+    late.close()
+    assert "MQTT: connected" in done.stderr
+
+
+def test_no_broker_keeps_events_and_a_later_run_sends_them(
+    tmp_path: Path, make_inbox: Callable[..., Path], run_cli: Any, store_args: Callable[..., list[str]]
+) -> None:
+    make_inbox()
+    port = free_port()  # nothing listens there yet
+    done = run_cli("run", "--once", *mqtt_args(store_args, port, mqtt__drain_s=1), check_rc=0)
+    store = tmp_path / "store"
+    waiting = undelivered(store)
+    assert waiting == len(kept_bursts(store)) > 0
+    assert done.stderr.count("cannot reach the broker") == 1  # one line, not one per retry
+    assert f"{waiting} event(s) wait in the outbox" in done.stderr
+
+    b = Broker(tmp_path / "broker", port=port).start()
+    try:
+        s = Subscriber(port)
+        run_cli("run", "--once", *mqtt_args(store_args, port), check_rc=0)  # no new frames: only the backlog
+        wait_until(lambda: len(received_bursts(s)) >= waiting, 10, "the backlog")
+        assert {e["burst"] for e in received_bursts(s).values()} == kept_bursts(store)
+        assert undelivered(store) == 0
+        s.close()
+    finally:
+        b.stop()
+
+
+def test_no_broker_configured_is_normal(
+    tmp_path: Path, make_inbox: Callable[..., Path], run_cli: Any, store_args: Callable[..., list[str]]
+) -> None:
+    make_inbox()
+    done = run_cli("run", "--once", *store_args(), check_rc=0)
+    assert "no broker (mqtt.host is empty): events are kept in the outbox" in done.stderr
+    assert undelivered(tmp_path / "store") == len(kept_bursts(tmp_path / "store")) > 0
+
+
+# -- the daemon: outages, restarts, kill -9 ---------------------------------------------------------
+def add_bursts(inbox: Path, tag: str, base: float) -> None:
+    """The fixture bursts again, under a new camera folder (new files, new bursts)."""
+    for b, (folder, names) in enumerate(BURSTS):
+        for i, name in enumerate(names):
+            dest = inbox / f"{tag}-{folder}" / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes((FRAMES / folder / name).read_bytes())
+            os.utime(dest, (base + b * 600 + i, base + b * 600 + i))
+
+
+def daemon_args(store_args: Callable[..., list[str]], port: int, **sets: object) -> list[str]:
+    return ["run", *mqtt_args(store_args, port, source__poll_s=0.5, decision__burst_gap_s=1, **sets)]
+
+
+def test_broker_outage_and_restart_lose_no_event(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    inbox, store, log = tmp_path / "inbox", tmp_path / "store", tmp_path / "daemon.log"
+    inbox.mkdir()
+    with started(daemon_args(store_args, broker.port), log) as proc:
+        add_bursts(inbox, "a", 1_700_000_000)
+        wait_until(lambda: store.joinpath("ledger.db").exists() and len(kept_bursts(store)) > 0
+                   and undelivered(store) == 0 and len(received_bursts(sub)) == len(kept_bursts(store)),
+                   60, "the first bursts' events")  # fmt: skip
+        broker.stop()
+        before = len(kept_bursts(store))
+        add_bursts(inbox, "b", 1_700_100_000)  # decided while the broker is down
+        wait_until(lambda: len(kept_bursts(store)) > before, 60, "bursts decided during the outage")
+        wait_until(lambda: not list(inbox.rglob("*.JPG")) and not list(inbox.rglob("*.jpg")), 60, "inbox emptied")
+        assert undelivered(store) > 0
+        broker.start()
+        s2 = Subscriber(broker.port)  # the broker forgot the first subscriber's session
+        wait_until(lambda: undelivered(store) == 0, 60, "the outage's events after the restart")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    everything = received_bursts(sub) | received_bursts(s2)
+    assert {e["burst"] for e in everything.values()} == kept_bursts(store)
+    assert log_has(log, "lost the broker") and log_has(log, "connected to 127.0.0.1")
+    s2.close()
+
+
+def test_kill_9_keeps_undelivered_events_and_the_last_will_says_offline(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    # Decided while no broker is reachable: kill -9 lands between decision and PUBACK for every event.
+    dead = free_port()
+    with started(daemon_args(store_args, dead), tmp_path / "a.log") as proc:
+        add_bursts(inbox, "a", 1_700_000_000)
+        wait_until(lambda: store.joinpath("ledger.db").exists() and not list(inbox.rglob("*.[jJ][pP][gG]")),
+                   60, "the bursts decided")  # fmt: skip
+        proc.kill()
+        proc.wait(timeout=10)
+    waiting = undelivered(store)
+    assert waiting == len(kept_bursts(store)) > 0
+    # Restarted with the broker up: the outbox drains; then kill -9 while connected: the will.
+    with started(daemon_args(store_args, broker.port), tmp_path / "b.log") as proc:
+        wait_until(lambda: undelivered(store) == 0, 30, "the outbox drained after the restart")
+        wait_until(lambda: bool(sub.on(f"{TOPIC}/availability")), 10, "online")
+        assert sub.on(f"{TOPIC}/availability")[-1] == b"online"
+        proc.kill()
+        proc.wait(timeout=10)
+    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1] == b"offline", 15, "the last will")
+    assert {e["burst"] for e in received_bursts(sub).values()} == kept_bursts(store)
+
+
+# -- remote cutoff and Home Assistant ---------------------------------------------------------------
+def publish(port: int, topic: str, payload: str | bytes, retain: bool = False) -> None:
+    import paho.mqtt.publish as single
+
+    single.single(topic, payload, qos=1, retain=retain, hostname="127.0.0.1", port=port)
+
+
+def test_remote_cutoff_is_applied_persisted_echoed_and_bad_values_ignored(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    log = tmp_path / "daemon.log"
+    args = daemon_args(store_args, broker.port, mqtt__remote_cutoff="true")
+    with started(args, log) as proc:
+        wait_until(lambda: bool(sub.on(f"{TOPIC}/config")), 15, "the config echo at start")
+        publish(broker.port, f"{TOPIC}/set/cutoff", "abc")
+        publish(broker.port, f"{TOPIC}/set/cutoff", "1.5")
+        publish(broker.port, f"{TOPIC}/set/cutoff", "0.3")
+        wait_until(lambda: any(json.loads(p)["cutoff"] == 0.3 for p in sub.on(f"{TOPIC}/config")), 15, "the echo")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "remote cutoff ignored: not a number" in text and "remote cutoff ignored: 1.5 is outside" in text
+    echo = json.loads(sub.on(f"{TOPIC}/config")[-1])
+    assert echo["source"] == "remote"
+    late = Subscriber(broker.port, f"{TOPIC}/config")
+    wait_until(lambda: bool(late.on(f"{TOPIC}/config")), 5, "the retained config")
+    late.close()
+    # persisted: the next start uses it (and says so)
+    with started(args, tmp_path / "again.log") as proc:
+        wait_until(lambda: log_has(tmp_path / "again.log", "set remotely earlier"), 20, "the persisted cutoff")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "cutoff 0.3000: set remotely earlier" in (tmp_path / "again.log").read_text()
+
+
+def test_remote_cutoff_is_off_by_default(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    with started(daemon_args(store_args, broker.port), tmp_path / "d.log") as proc:
+        wait_until(lambda: bool(sub.on(f"{TOPIC}/status")), 15, "connected")
+        publish(broker.port, f"{TOPIC}/set/cutoff", "0.3")
+        wait_until(lambda: len(sub.on(f"{TOPIC}/set/cutoff")) == 1, 5, "the set message on the broker")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not sub.on(f"{TOPIC}/config")
+    db = sqlite3.connect(tmp_path / "store" / "ledger.db")
+    assert db.execute("SELECT COUNT(*) FROM meta WHERE key = 'remote_cutoff'").fetchone()[0] == 0
+
+
+def test_home_assistant_discovery_and_republish_on_ha_restart(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    (tmp_path / "inbox").mkdir()
+    with started(daemon_args(store_args, broker.port, mqtt__ha_discovery="true"), tmp_path / "d.log") as proc:
+        config_topic = "homeassistant/sensor/trap-01/blank_ratio/config"
+        wait_until(lambda: bool(sub.on(config_topic)), 15, "discovery configs")
+        cfg = json.loads(sub.on(config_topic)[0])
+        assert cfg["state_topic"] == f"{TOPIC}/status" and cfg["availability_topic"] == f"{TOPIC}/availability"
+        assert cfg["unique_id"] == "blankfilter_trap-01_blank_ratio"
+        assert sub.on("homeassistant/binary_sensor/trap-01/animal/config")
+        publish(broker.port, "homeassistant/status", "online")
+        wait_until(lambda: len(sub.on(config_topic)) >= 2, 15, "the configs again after HA's restart")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
