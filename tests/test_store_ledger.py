@@ -437,3 +437,39 @@ def test_pipeline_replays_moves_cut_short(tmp_path: Path, ledger: Ledger, monkey
     assert all_files(tmp_path / "root") == [f"kept/cam1/{name}" for name in names]
     for name in names:
         assert (tmp_path / "root" / "kept" / "cam1" / name).read_bytes() == frame_bytes(f"wellington/{name}")
+
+
+def test_outbox_is_written_with_the_decision_and_drains_oldest_first(tmp_path: Path) -> None:
+    from firmware_app.ledger import Decision, Ledger, NewFrame, OutboxEvent
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    ids = [
+        ledger.add(
+            NewFrame(f"cam/{i}.jpg", f"{i:064x}", 1, None, float(i), "mtime", None, 0.9, 1.0, None, None, "m", "1")
+        )
+        for i in range(3)
+    ]
+    for i, frame_id in enumerate(ids):
+        ledger.decide([Decision(frame_id, f"b{i}", "nonblank", "kept", None, 0.5)], [OutboxEvent(f"e{i}", "{}")])
+    ledger.decide([Decision(ids[0], "b0", "nonblank", "kept", None, 0.5)], [OutboxEvent("e0", "{}")])  # replayed
+    assert ledger.outbox_state()[0] == 3  # the same event twice is one row
+    pending = ledger.pending_events(10)
+    assert [e.event_id for e in pending] == ["e0", "e1", "e2"]
+    assert [e.event_id for e in ledger.pending_events(10, exclude=[pending[0].id])] == ["e1", "e2"]
+    ledger.events_delivered([pending[0].id, pending[1].id])
+    assert [e.event_id for e in ledger.pending_events(10)] == ["e2"]
+    ledger.db.execute("UPDATE outbox SET delivered_at = '2000-01-01T00:00:00+00:00' WHERE event_id = 'e0'")
+    assert ledger.prune_delivered(30) == 1  # old delivered history goes; undelivered never does
+    assert ledger.outbox_state()[0] == 1 and ledger.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 2
+
+
+def test_a_failed_decision_leaves_no_event(tmp_path: Path) -> None:
+    """Decision and event share one transaction: when it cannot commit, neither exists."""
+    from firmware_app.ledger import Decision, Ledger, NewFrame, OutboxEvent
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    frame_id = ledger.add(NewFrame("a.jpg", "a" * 64, 1, None, 0.0, "mtime", None, 0.9, 1.0, None, None, "m", "1"))
+    ledger.db.execute("CREATE TRIGGER fail BEFORE UPDATE ON frames BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.decide([Decision(frame_id, "b", "nonblank", "kept", None, 0.5)], [OutboxEvent("e", "{}")])
+    assert ledger.outbox_state()[0] == 0

@@ -38,6 +38,7 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 300.0
 IDLE_LOOP_S = 5.0  # network loop timeout when idle: keepalive and new events within 5 s, few wake-ups
 CUTOFF_RANGE = (0.01, 0.99)
 REMOTE_CUTOFF_KEY = "remote_cutoff"
+DELIVERED_KEEP_DAYS = 30
 
 
 def read_password(m: MqttSection) -> str | None:
@@ -295,6 +296,10 @@ class Publisher:
             return
         self._next_status = now + self.m.status_interval_s
         client.publish(self.topics.status, dumps(self.status(ledger)), qos=1, retain=True)
+        try:  # delivered events are history: the card keeps a month of them
+            ledger.prune_delivered(DELIVERED_KEEP_DAYS)
+        except LedgerUnavailable as exc:
+            log.debug("outbox pruning skipped: %s", exc)
 
     def _echo_config(self, client: Any, source: str) -> None:
         payload = {"cutoff": round(self.hooks.cutoff(), 6), "source": source, "at": datetime.now(UTC).isoformat()}
