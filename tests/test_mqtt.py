@@ -133,6 +133,9 @@ def test_no_broker_keeps_events_and_a_later_run_sends_them(
     assert waiting == len(kept_bursts(store)) > 0
     assert done.stderr.count("cannot reach the broker") == 1  # one line, not one per retry
     assert f"{waiting} event(s) wait in the outbox" in done.stderr
+    # restarted while the broker is still down: nothing lost, nothing doubled
+    run_cli("run", "--once", *mqtt_args(store_args, port, mqtt__drain_s=1), check_rc=0)
+    assert undelivered(store) == waiting
 
     b = Broker(tmp_path / "broker", port=port).start()
     try:
