@@ -56,6 +56,7 @@ from firmware_app.events.thumbnail import make_thumbnail
 from firmware_app.hashing import sha256_file
 from firmware_app.imaging import ImagingSettings, Prepared, prepare_jpeg_views
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEvent
+from firmware_app.sdnotify import Notifier
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
 from firmware_app.store import FrameVanished, Store
@@ -142,6 +143,7 @@ class Pipeline:
         self._learnable: dict[int, TopUpFrame] = {}  # frame id -> what a top-up needs (in memory only)
         self._context_state: dict[tuple[str, str], str] = {}  # (camera, mode) -> last state, to log changes
         self.on_event: Callable[[], None] | None = None  # told after a kept burst's event is in the outbox
+        self.notifier = Notifier()
         self.settings = imaging_settings(config)
         self.store = Store(config.store.root, config.source.inbox)
         self.summary = RunSummary()
@@ -161,9 +163,18 @@ class Pipeline:
         lock could deadlock against the main thread it interrupted.
         """
         self._stop.set()
+        self.notifier.stopping()
         source = self._source
         if source is not None:
             threading.Thread(target=source.wake, name="stop-wake", daemon=True).start()
+
+    def wait_alive(self, seconds: float) -> None:
+        """Sleep (a stop ends it early) while still feeding systemd's watchdog: waiting is not hanging."""
+        deadline = time.monotonic() + seconds
+        step = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.notifier.ping()
+            self._stop.wait(min(left, step))
 
     @property
     def waiting(self) -> int:
@@ -181,10 +192,12 @@ class Pipeline:
         self.recover()
         source = self._source = self.make_source()
         source.start()
+        self.notifier.ready(f"watching {self.config.source.inbox}")
         prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         backoff = LEDGER_RETRY_MIN_S
         try:
             while not self._stop.is_set():
+                self.notifier.ping()  # once per pass: a loop stuck anywhere stops feeding the watchdog
                 try:
                     frames = self.step(source, prefetch, once)
                 except LedgerUnavailable as exc:
@@ -192,7 +205,7 @@ class Pipeline:
                         raise
                     # A daemon waits for space instead of exiting into a restart loop.
                     log.error("%s Retrying in %.0f s.", exc, backoff)
-                    self._stop.wait(backoff)
+                    self.wait_alive(backoff)
                     backoff = min(backoff * 2, RETRY_MAX_S)
                     continue
                 backoff = LEDGER_RETRY_MIN_S
@@ -463,6 +476,8 @@ class Pipeline:
         deadlines = [self._last_arrival.get(camera, now) + quiet_s for camera in open_cameras]
         deadlines += [when for when, _ in self._retry_at.values()]
         deadlines.append(now + 60.0)  # the disk guard and quarantine caps still get checked
+        if self.notifier.watchdog_s is not None:  # systemd's watchdog must hear from the loop in time
+            deadlines.append(now + self.notifier.watchdog_s / 2)
         return max(0.05, min(deadlines) - now)
 
     def decide(self, burst: list[Candidate]) -> None:
