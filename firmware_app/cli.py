@@ -88,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     classifier = load_model(config)
     if not args.dry_run:
         config.store.root.mkdir(parents=True, exist_ok=True)
+    if config.source.kind != "folder":
+        return run_camera(config, classifier, args)
     try:
         ledger = Ledger(":memory:" if args.dry_run else config.ledger_path)
     except sqlite3.Error as exc:  # a full or read-only card: no ledger, so nothing may move
@@ -182,6 +184,42 @@ def cmd_classify(args: argparse.Namespace) -> int:
             verdict = "error" if error else ("blank" if result["blank"] else "KEEP")
             score_text = "  -   " if result["score"] is None else f"{result['score']:.4f}"
             print(f"{score_text}  {verdict:5}  {path}" + (f"  ({error})" if error else ""), flush=True)
+    return EXIT_OK
+
+
+def run_camera(config: Config, classifier: Any, args: argparse.Namespace) -> int:
+    """source.kind = picamera2 | opencv: trigger -> burst -> score in memory -> write only what is kept."""
+    from firmware_app.capture import CaptureLoop, make_camera, make_triggers
+    from firmware_app.context.cli import load_context
+    from firmware_app.ledger import Ledger
+
+    if args.dry_run:
+        raise ConfigError("--dry-run works with source.kind = folder only (a camera has nothing to leave untouched)")
+    camera = make_camera(config)
+    pir, motion = make_triggers(config)
+    ledger = Ledger(config.ledger_path)
+    loop = CaptureLoop(config, classifier, ledger, camera, pir, motion, load_context(config))
+    log.info(
+        "blankfilter %s: trap %s, camera %s (%s, trigger %s), model %s (%s), cutoff %.3f, discard=%s",
+        __version__, config.trap.id, camera.name, config.source.kind, config.camera.trigger, classifier.card.label,
+        classifier.runtime, loop.cutoff, config.store.discard,
+    )  # fmt: skip
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the current burst, then stopping", signal.Signals(signum).name)
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    publisher = start_publisher(config, loop, ledger)
+    try:
+        summary = loop.run(max_bursts=args.bursts)
+    finally:
+        if publisher is not None:
+            publisher.stop(drain_s=3.0)
+        note_outbox(ledger, publisher is not None)
+        ledger.close()
+    log.info("done: %s", summary.line())
     return EXIT_OK
 
 
@@ -294,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(run)
     run.add_argument("--once", action="store_true", help="process what is there now, then exit")
     run.add_argument("--dry-run", action="store_true", help="score and decide, but move, delete and record nothing")
+    run.add_argument("--bursts", type=int, help="camera sources: stop after this many bursts (a field check)")
     run.set_defaults(func=cmd_run)
 
     classify = sub.add_parser("classify", help="score images; never moves or deletes anything")

@@ -37,7 +37,8 @@ class TrapSection:
 
 @dataclass(frozen=True)
 class SourceSection:
-    kind: str = opt("folder", "where frames come from", choices=("folder",))
+    kind: str = opt("folder", "where frames come from: an inbox folder, or a camera ([camera])",
+                    choices=("folder", "picamera2", "opencv"))  # fmt: skip
     inbox: Path = opt(Path("/var/lib/blankfilter/inbox"), "folder the camera writes JPEGs into")
     recursive: bool = opt(True, "also watch sub-folders (one per camera or card)")
     extensions: list[str] = opt([".jpg", ".jpeg"], "file endings taken as frames (case-insensitive)")
@@ -53,6 +54,27 @@ class ModelSection:
     threads: int = opt(2, "CPU threads for the interpreter", lo=1, hi=64)
     edgetpu: bool = opt(False, "use the Coral Edge TPU (MODEL_edgetpu.tflite), else fall back to the CPU")
     runtime: str = opt("auto", "TFLite runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"))
+
+
+@dataclass(frozen=True)
+class CameraSection:
+    name: str = opt("cam0", "camera name: the folder under kept/ and the camera in the reference bank")
+    trigger: str = opt("pir", "what starts a burst", choices=("pir", "motion", "both"))
+    pir_pin: int = opt(17, "GPIO (BCM) pin of the PIR sensor", lo=0, hi=40)
+    pir_debounce_s: float = opt(2.0, "PIR pulses closer than this are one", lo=0, hi=600)
+    burst_frames: int = opt(3, "frames per trigger", lo=1, hi=50)
+    burst_interval_s: float = opt(0.5, "time between the frames of a burst", lo=0, hi=60)
+    cooldown_s: float = opt(5.0, "no new burst this soon after the last one", lo=0, hi=3600)
+    still_size: list[int] = opt([2028, 1520], "size of the captured frames (width, height)")
+    lores_size: list[int] = opt([320, 240], "size of the motion-detection stream (width, height)")
+    jpeg_quality: int = opt(90, "JPEG quality of the frames written (kept bursts, audit sample)", lo=50, hi=100)
+    exposure_time_us: int = opt(0, "fixed exposure; 0: automatic", lo=0, hi=10_000_000)
+    analogue_gain: float = opt(0.0, "fixed gain; 0: automatic", lo=0, hi=64)
+    motion_threshold: float = opt(25.0, "grey-level change that counts as motion in a pixel", lo=1, hi=255)
+    motion_min_area: float = opt(0.002, "share of the watched area that must change", lo=0.0001, hi=1)
+    motion_warmup_frames: int = opt(10, "lores frames before motion can trigger", lo=0, hi=1000)
+    motion_mask: str = opt("", "PNG, white = watched; empty: the whole frame")
+    device: str = opt("0", "opencv: a /dev/video index or path, or an rtsp:// URL")
 
 
 @dataclass(frozen=True)
@@ -126,6 +148,7 @@ class LogSection:
 class Config:
     trap: TrapSection = field(default_factory=TrapSection)
     source: SourceSection = field(default_factory=SourceSection)
+    camera: CameraSection = field(default_factory=CameraSection)
     model: ModelSection = field(default_factory=ModelSection)
     imaging: ImagingSection = field(default_factory=ImagingSection)
     decision: DecisionSection = field(default_factory=DecisionSection)
@@ -205,7 +228,7 @@ def _is_path_field(section: str, key: str) -> bool:
 
 # String keys that name a file (empty allowed): relative paths in a config file are relative to it.
 FILE_KEYS = {("model", "path"), ("context", "extractor"), ("mqtt", "password_file"), ("mqtt", "ca_file"),
-             ("mqtt", "cert_file"), ("mqtt", "key_file")}  # fmt: skip
+             ("mqtt", "cert_file"), ("mqtt", "key_file"), ("camera", "motion_mask")}  # fmt: skip
 
 
 def _build_section(name: str, given: dict[str, tuple[Any, str]]) -> Any:
@@ -246,6 +269,10 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad('must be a list of strings, e.g. [".jpg", ".jpeg"]')
         return [v.lower() for v in value]
+    if hint == list[int]:
+        if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 16 <= v <= 8192 for v in value)):
+            raise bad("must be [width, height] in pixels, each 16..8192")
+        return list(value)
     if not isinstance(value, str):
         raise bad("must be a string")
     if info["choices"] and value not in info["choices"]:

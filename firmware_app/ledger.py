@@ -244,6 +244,36 @@ class Ledger:
                     (d.burst, d.decision, d.action, d.dest, d.cutoff, at, d.frame_id),
                 )
 
+    def record_captured(
+        self, frames: list[NewFrame], decisions: list[Decision], events: Iterable[OutboxEvent] = ()
+    ) -> list[int]:
+        """A camera burst, decided and (where kept) already written: its rows, final, and its event,
+        in one transaction."""
+        at = now_iso()
+        ids = []
+        with self.transaction() as db:
+            for frame, d in zip(frames, decisions, strict=True):
+                exposure = json.dumps(frame.exposure) if frame.exposure is not None else None
+                cursor = db.execute(
+                    "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
+                    " score, gamma, exposure, error, model, model_version, context_score, context_state, state,"
+                    " seen_at, burst, decision, action, dest, cutoff, decided_at, done_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
+                        frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure, frame.error,
+                        frame.model, frame.model_version, frame.context_score, frame.context_state, at,
+                        d.burst, d.decision, d.action, d.dest, d.cutoff, at, at,
+                    ),
+                )  # fmt: skip
+                ids.append(int(cursor.lastrowid or 0))
+            for event in events:
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at) VALUES (?, ?, ?)",
+                    (event.event_id, event.payload, at),
+                )
+        return ids
+
     def done(self, frame_id: int, action: str | None = None, dest: str | None = None, error: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
@@ -335,7 +365,7 @@ class Ledger:
         """Frames seen, kept, discarded and failed since a time (UTC ISO): for the status heartbeat."""
         row = self.db.execute(
             "SELECT COUNT(*), SUM(action IN ('kept', 'failed_kept')),"
-            " SUM(action IN ('deleted', 'quarantined', 'blank_kept', 'audit', 'quarantine_expired')),"
+            " SUM(action IN ('deleted', 'not_written', 'quarantined', 'blank_kept', 'audit', 'quarantine_expired')),"
             " SUM(score IS NULL) FROM frames WHERE seen_at >= ?",
             (since_iso,),
         ).fetchone()

@@ -252,7 +252,7 @@ def test_every_described_default_round_trips_through_set() -> None:
         elif isinstance(default, (int, float)):
             text = repr(default)
         elif isinstance(default, list):
-            text = "[" + ", ".join(f'"{v}"' for v in default) + "]"
+            text = "[" + ", ".join(str(v) if isinstance(v, int) else f'"{v}"' for v in default) + "]"
         else:
             text = f'"{default}"'
         if text == '""':

@@ -50,9 +50,10 @@ def read_password(m: MqttSection) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8").strip()
+        password = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"mqtt.password_file = {str(path)!r}: cannot read it ({exc})") from None
+    return password or None  # an empty credential (the unit's fallback when none is installed): no password
 
 
 def parse_cutoff(payload: bytes) -> tuple[float | None, str]:
@@ -95,6 +96,7 @@ class Publisher:
         self._next_status = 0.0
         self._tokens = float(WINDOW)
         self._tokens_at = time.monotonic()
+        self._backlog = False
         self.delivered = 0
 
     # -- the trap's side --------------------------------------------------------------------
@@ -118,21 +120,17 @@ class Publisher:
         client = self._client(ledger)
         backoff = BACKOFF_MIN_S
         try:
-            while True:
-                if self._stop.is_set() and (not self.connected or self._drained(ledger)):
-                    break
+            while not self._finished(ledger):
                 if not self.connected:
                     if self._connect(client):
                         backoff = BACKOFF_MIN_S
                         continue
-                    if self._stop.is_set():
-                        break
-                    self._wake.wait(backoff)  # a stop ends the wait; new events do not hurry a reconnect
-                    self._wake.clear()
+                    # Only a stop ends the wait early: new events must not hurry a reconnect. While
+                    # stopping (`run --once`), retry until mqtt.drain_s is used up.
+                    self._stop.wait(min(backoff, self._drain_left()) if self._stop.is_set() else backoff)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
-                busy = bool(self._in_flight) or self._stop.is_set()
-                client.loop(timeout=0.05 if busy else min(IDLE_LOOP_S, self.m.keepalive_s / 2))
+                client.loop(timeout=self._loop_timeout())
                 self._wake.clear()
                 self._settle(ledger)
                 if self.connected:
@@ -144,9 +142,23 @@ class Publisher:
             self._goodbye(client)
             ledger.close()
 
+    def _finished(self, ledger: Ledger) -> bool:
+        if not self._stop.is_set():
+            return False
+        return self._drain_left() <= 0 or (self.connected and self._drained(ledger))
+
+    def _drain_left(self) -> float:
+        return self._drain_until - time.monotonic()
+
+    def _loop_timeout(self) -> float:
+        """Short while acknowledgements or a backlog are due, long when idle (few wake-ups on battery)."""
+        if self._in_flight or self._stop.is_set():
+            return 0.05
+        if self._backlog:  # more events wait: come back when the rate limit has a token again
+            return max(0.005, min(1.0, (1.0 - self._tokens) / self.m.backlog_rate))
+        return min(IDLE_LOOP_S, self.m.keepalive_s / 2)
+
     def _drained(self, ledger: Ledger) -> bool:
-        if time.monotonic() >= self._drain_until:
-            return True
         return not self._in_flight and ledger.outbox_state()[0] == 0
 
     # -- connection -------------------------------------------------------------------------
@@ -259,8 +271,10 @@ class Publisher:
     def _send(self, client: Any, ledger: Ledger) -> None:
         room = min(WINDOW - len(self._in_flight), int(self._refill()))
         if room <= 0:
+            self._backlog = True
             return
         pending = ledger.pending_events(room, exclude=self._in_flight.values())
+        self._backlog = len(pending) == room  # a full batch: there may be more
         sent = []
         for event in pending:
             info = client.publish(self.topics.event, event.payload, qos=1, retain=False)

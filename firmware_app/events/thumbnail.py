@@ -25,6 +25,14 @@ def make_thumbnail(path: Path, long_side: int, max_bytes: int) -> tuple[bytes, i
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         log.debug("%s: no thumbnail (%s)", path, exc)
         return None
+    return thumbnail_of(small, long_side, max_bytes)
+
+
+def thumbnail_of(image: Image.Image, long_side: int, max_bytes: int) -> tuple[bytes, int, int] | None:
+    """From an image in memory (a camera frame): the same size and byte caps."""
+    if long_side <= 0:
+        return None
+    small = image.convert("RGB")
     side = long_side
     while side >= 32:
         small.thumbnail((side, side))
