@@ -70,6 +70,10 @@ class CameraSection:
     jpeg_quality: int = opt(90, "JPEG quality of the frames written (kept bursts, audit sample)", lo=50, hi=100)
     exposure_time_us: int = opt(0, "fixed exposure; 0: automatic", lo=0, hi=10_000_000)
     analogue_gain: float = opt(0.0, "fixed gain; 0: automatic", lo=0, hi=64)
+    night_below: float = opt(0.0, "motion-stream mean grey level (0-255) under which it is night; 0: no night mode",
+                             lo=0, hi=255)  # fmt: skip
+    night_exposure_time_us: int = opt(0, "night: fixed exposure (IR lamp lit scene); 0: automatic", lo=0, hi=10_000_000)
+    night_analogue_gain: float = opt(0.0, "night: fixed gain; 0: automatic", lo=0, hi=64)
     motion_threshold: float = opt(25.0, "grey-level change that counts as motion in a pixel", lo=1, hi=255)
     motion_min_area: float = opt(0.002, "share of the watched area that must change", lo=0.0001, hi=1)
     motion_warmup_frames: int = opt(10, "lores frames before motion can trigger", lo=0, hi=1000)

@@ -248,3 +248,38 @@ def test_software_motion_triggers_a_burst_after_warm_up(tmp_path: Path) -> None:
     assert camera.lores_reads >= 16  # not before the warm-up and the moving shape
     assert camera.started and camera.stopped
     assert len(list((tmp_path / "store" / "kept" / "cam0").glob("*.jpg"))) == 2
+
+
+def test_night_mode_switches_exposure_with_hysteresis(tmp_path: Path, monkeypatch: Any) -> None:
+    import importlib.util
+
+    from PIL import Image, ImageEnhance
+
+    spec = importlib.util.spec_from_file_location("fake_picamera2", TESTS / "fakes" / "picamera2" / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    dark, dusk = tmp_path / "dark.jpg", tmp_path / "dusk.jpg"
+    day = Image.open(ANIMAL).convert("RGB")
+    ImageEnhance.Brightness(day).enhance(0.05).save(dark)
+    monkeypatch.setenv("FAKE_PICAMERA2_FRAMES", f"{dark},{dusk},{ANIMAL}")
+    monkeypatch.setenv("FAKE_PICAMERA2_LOG", str(tmp_path / "camera.log"))
+    sets = ["source.kind=picamera2", "camera.still_size=[640, 480]", "camera.night_below=30",
+            "camera.night_exposure_time_us=40000", "camera.night_analogue_gain=8"]  # fmt: skip
+    camera = Picamera2Camera(load_config(None, sets).camera, module=fake)
+    camera.start()
+    means = []
+    for _ in range(3):  # each capture moves the fake to the next scene; lores shows the current one
+        camera.capture()
+        grey = camera.lores()
+        means.append(float(grey.mean()))
+        if len(means) == 1:
+            assert camera.night  # dark: night settings
+            mean = means[0]
+            ImageEnhance.Brightness(day).enhance(0.05 * 35 / max(mean, 1)).save(dusk)  # between 30 and 45
+    camera.stop()
+    controls = [entry[1] for entry in map(json.loads, (tmp_path / "camera.log").read_text().splitlines())
+                if entry[0] == "set_controls"]  # fmt: skip
+    assert controls[0] == {"AeEnable": False, "ExposureTime": 40000, "AnalogueGain": 8.0}  # night
+    assert 30 <= means[1] < 45 and len(controls) == 2  # dusk over night_below but under 1.5x: still night
+    assert controls[1] == {"AeEnable": True} and not camera.night  # full daylight: automatic again

@@ -38,6 +38,7 @@ class Picamera2Camera:
                 ) from None
         self._module: Any = module
         self._cam: Any = None
+        self.night = False
 
     def start(self) -> None:
         s = self.settings
@@ -49,11 +50,7 @@ class Picamera2Camera:
                 buffer_count=2,
             )
             cam.configure(config)
-            controls: dict[str, Any] = {}
-            if s.exposure_time_us:
-                controls |= {"AeEnable": False, "ExposureTime": s.exposure_time_us}
-            if s.analogue_gain:
-                controls |= {"AnalogueGain": s.analogue_gain}
+            controls = exposure_controls(s.exposure_time_us, s.analogue_gain)
             if controls:
                 cam.set_controls(controls)
             cam.start()
@@ -67,7 +64,26 @@ class Picamera2Camera:
     def lores(self) -> np.ndarray:
         yuv = self._cam.capture_array("lores")
         height = self.settings.lores_size[1]
-        return np.ascontiguousarray(yuv[:height, : self.settings.lores_size[0]])
+        grey = np.ascontiguousarray(yuv[:height, : self.settings.lores_size[0]])
+        self._follow_light(float(grey.mean()))
+        return grey
+
+    def _follow_light(self, mean: float) -> None:
+        """Night mode (camera.night_below): the IR-lit scene needs other exposure settings. The way
+        back to day needs 1.5x the light, so dusk does not flip the settings back and forth."""
+        s = self.settings
+        if not s.night_below:
+            return
+        night = mean < s.night_below if not self.night else mean < 1.5 * s.night_below
+        if night == self.night:
+            return
+        self.night = night
+        if night:
+            controls = exposure_controls(s.night_exposure_time_us, s.night_analogue_gain) or {"AeEnable": True}
+        else:
+            controls = exposure_controls(s.exposure_time_us, s.analogue_gain) or {"AeEnable": True}
+        self._cam.set_controls(controls)
+        log.info("camera %s: %s settings (motion-stream mean %.0f)", self.name, "night" if night else "day", mean)
 
     def capture(self) -> np.ndarray:
         rgb = self._cam.capture_array("main")
@@ -78,3 +94,13 @@ class Picamera2Camera:
             self._cam.stop()
             self._cam.close()
             self._cam = None
+
+
+def exposure_controls(exposure_time_us: int, analogue_gain: float) -> dict[str, Any]:
+    """libcamera controls for a fixed exposure and/or gain; empty for automatic."""
+    controls: dict[str, Any] = {}
+    if exposure_time_us:
+        controls |= {"AeEnable": False, "ExposureTime": exposure_time_us}
+    if analogue_gain:
+        controls |= {"AnalogueGain": analogue_gain}
+    return controls
