@@ -293,6 +293,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         console.print(f"model {model} {version}: {count} frames")
     context = ", ".join(f"{state} {n}" for state, n in sorted(stats["context"].items()))
     console.print(f"camera context (scored frames): {context or '-'}")
+    waiting, oldest = stats["outbox"]["undelivered"], stats["outbox"]["oldest"]
+    console.print(f"MQTT outbox: {waiting} event(s) not yet delivered" + (f" (oldest {oldest})" if oldest else ""))
     for path, error in stats["recent_errors"]:
         console.print(f"[yellow]{path}[/]: {error}")
     return EXIT_OK
