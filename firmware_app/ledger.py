@@ -414,7 +414,8 @@ class Ledger:
             "models": [tuple(r) for r in db.execute("SELECT model, model_version, COUNT(*) FROM frames GROUP BY 1, 2")],
             "context": dict(
                 db.execute(
-                    "SELECT COALESCE(context_state, 'not used'), COUNT(*) FROM frames WHERE score IS NOT NULL GROUP BY 1"
+                    "SELECT COALESCE(context_state, 'not used'), COUNT(*) FROM frames"
+                    " WHERE score IS NOT NULL GROUP BY 1"
                 ).fetchall()
             ),
             "days": [tuple(r) for r in days],
