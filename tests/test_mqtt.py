@@ -27,18 +27,25 @@ STATUS_SCHEMA = json.loads((SCHEMAS / "status-1.schema.json").read_text())
 TOPIC = "blankfilter/trap-01"
 
 
-def kept_bursts(store: Path) -> set[str]:
+def query(store: Path, sql: str) -> list[tuple[Any, ...]] | None:
+    """Rows, or None while the daemon has not created its ledger yet (the file exists before its tables)."""
     db = sqlite3.connect(store / "ledger.db")
-    rows = {r[0] for r in db.execute("SELECT DISTINCT burst FROM frames WHERE action IN ('kept', 'failed_kept')")}
-    db.close()
-    return rows
+    try:
+        return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        db.close()
+
+
+def kept_bursts(store: Path) -> set[str]:
+    rows = query(store, "SELECT DISTINCT burst FROM frames WHERE action IN ('kept', 'failed_kept')")
+    return {r[0] for r in rows or []}
 
 
 def undelivered(store: Path) -> int:
-    db = sqlite3.connect(store / "ledger.db")
-    n = int(db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
-    db.close()
-    return n
+    rows = query(store, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+    return int(rows[0][0]) if rows is not None else 10**9  # not created yet: certainly not all delivered
 
 
 def received_bursts(sub: Subscriber) -> dict[str, dict[str, Any]]:
