@@ -17,14 +17,14 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from firmware_app.errors import LedgerUnavailable
+from firmware_app.sqlite_tx import immediate
 
 log = logging.getLogger(__name__)
 
@@ -177,26 +177,16 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One write transaction. A full or read-only card raises LedgerUnavailable: whatever was
         about to happen to a file must not happen, since the ledger could not say so first."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if self.db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-            raise LedgerUnavailable(
-                f"cannot write the ledger {self.path} ({exc}): frames not yet recorded are left untouched "
-                "in the inbox. Free space on the card (store.min_free_mb) or fix its permissions."
-            ) from exc
+        return immediate(self.db, self._unavailable, catch=sqlite3.OperationalError)
+
+    def _unavailable(self, exc: sqlite3.Error) -> Exception:
+        return LedgerUnavailable(
+            f"cannot write the ledger {self.path} ({exc}): frames not yet recorded are left untouched "
+            "in the inbox. Free space on the card (store.min_free_mb) or fix its permissions."
+        )
 
     # -- frames -----------------------------------------------------------------------------
     def find(self, path: str, sha256: str) -> FrameRow | None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from firmware_app.context.score import Baseline, baseline
 from firmware_app.errors import BlankfilterError
+from firmware_app.sqlite_tx import immediate
 
 log = logging.getLogger(__name__)
 
@@ -251,21 +250,8 @@ class ReferenceBank:
                     return True
         return False
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-            raise BankError(f"cannot write the reference bank {self.path}: {exc}") from exc
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.db, lambda exc: BankError(f"cannot write the reference bank {self.path}: {exc}"))
 
 
 def _now() -> str:
