@@ -9,7 +9,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
@@ -117,12 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.source.inbox, config.store.discard, ", DRY RUN: nothing is moved or deleted" if args.dry_run else "",
     )  # fmt: skip
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: finishing the current frame, then stopping", signal.Signals(signum).name)
-        pipeline.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(pipeline.stop, "frame")
     publisher = None if args.dry_run else start_publisher(config, pipeline, ledger)
     try:
         summary = pipeline.run(once=args.once)
@@ -187,6 +182,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def stop_on_signals(stop: Callable[[], None], unit: str) -> None:
+    """SIGTERM (systemd) and SIGINT (Ctrl-C) finish the current frame or burst, then stop."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the current %s, then stopping", signal.Signals(signum).name, unit)
+        stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 def run_camera(config: Config, classifier: Any, args: argparse.Namespace) -> int:
     """source.kind = picamera2 | opencv: trigger -> burst -> score in memory -> write only what is kept."""
     from firmware_app.capture import CaptureLoop, make_camera, make_triggers
@@ -205,12 +211,7 @@ def run_camera(config: Config, classifier: Any, args: argparse.Namespace) -> int
         classifier.runtime, loop.cutoff, config.store.discard,
     )  # fmt: skip
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: finishing the current burst, then stopping", signal.Signals(signum).name)
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(loop.stop, "burst")
     publisher = start_publisher(config, loop, ledger)
     try:
         summary = loop.run(max_bursts=args.bursts)
