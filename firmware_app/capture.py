@@ -167,7 +167,7 @@ class CaptureLoop:
         rows, decisions, event_frames = [], [], []
         for s, candidate in zip(scored, candidates, strict=True):
             name = f"{key}_{s.frame.index + 1}.jpg"
-            dest, sha = self.write(action, name, s.frame) if FOLDERS.get(action) else (None, self.digest(s))
+            dest, sha = self.write(action, name, s.frame) if FOLDERS.get(action) else (None, s.frame.pixel_sha256)
             rows.append(self.new_frame(name, sha, s))
             decisions.append((dest, frame_decision(candidate.score, self.cutoffs, candidate.context_score)))
             event_frames.append(EventFrame(dest or name, sha, candidate.captured_ts, s.score, candidate.gamma,
@@ -205,7 +205,7 @@ class CaptureLoop:
             if not (self.context.bank.has_camera(self.camera.name) or self.context.bank.captures()):
                 return None  # no references: no feature pass
             pixels = prepare_array(frame.rgb, self.context.extractor.card.input, self.settings).pixels
-            facts = FrameFacts(f"{self.camera.name}/{frame.index}", _sha(frame.rgb.tobytes()),
+            facts = FrameFacts(f"{self.camera.name}/{frame.index}", frame.pixel_sha256,
                                frame.captured_at.timestamp(), None, score, self.cutoff)  # fmt: skip
             return self.context.assess(self.camera.name, mode, pixels, facts)
         except (BlankfilterError, ValueError, RuntimeError) as exc:
@@ -235,11 +235,6 @@ class CaptureLoop:
         fsync_dir(target.parent)
         return rel, _sha(data)
 
-    @staticmethod
-    def digest(s: Scored) -> str:
-        """A frame never written is identified by its pixels' hash."""
-        return _sha(s.frame.rgb.tobytes())
-
     def new_frame(self, name: str, sha: str, s: Scored) -> NewFrame:
         card = self.classifier.card
         return NewFrame(
@@ -262,7 +257,7 @@ class CaptureLoop:
     def learn(self, key: str, scored: list[Scored]) -> None:
         if self.context is None or any(s.assessment is None or not s.assessment.decides for s in scored):
             return
-        frames = [TopUpFrame(f"{self.camera.name}/{key}_{s.frame.index + 1}", self.digest(s),
+        frames = [TopUpFrame(f"{self.camera.name}/{key}_{s.frame.index + 1}", s.frame.pixel_sha256,
                              s.frame.captured_at.timestamp(), s.score, s.assessment)  # type: ignore[arg-type]
                   for s in scored]  # fmt: skip
         try:

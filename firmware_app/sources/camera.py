@@ -8,9 +8,11 @@ the audit sample) are ever encoded and written, so blanks cost no SD-card writes
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +23,11 @@ class CapturedFrame:
     rgb: np.ndarray  # HxWx3 uint8, RGB order
     captured_at: datetime  # UTC
     index: int  # position in its burst
+
+    @cached_property
+    def pixel_sha256(self) -> str:
+        """Identifies a frame that was never written (a blank); hashed once, however often asked."""
+        return hashlib.sha256(self.rgb.tobytes()).hexdigest()
 
 
 class Camera(Protocol):
