@@ -8,7 +8,6 @@ verified by how closely its int8 cells point the same way as the float ones: no 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -33,6 +32,7 @@ from convert.metrics import at_cutoff, roc_auc
 from convert.scoring import progress_bar
 from firmware_app import __version__
 from firmware_app.errors import ImageError
+from firmware_app.hashing import sha256_bytes, sha256_file
 from firmware_app.imaging import ImagingSettings, normalise, prepare_jpeg
 from firmware_app.modelcard import CARD_FORMAT, InputSpec, output_probability
 
@@ -105,7 +105,7 @@ def card_dict(
         "version": args.version,
         "description": args.description or f"converted from {model.source.name} by blankfilter {__version__}",
         "file": out.name,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256_bytes(data),
         "input": input_card(spec, args.gamma),
         "output": output_card(args.output_kind, spec, shape),
         "cutoff": args.cutoff,
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     problems = report_ops(out, len(data), args.input_type, card["metrics"]["convert"])
     tpu = compile_edgetpu(out) if not problems else None
     if tpu is not None:
-        card["edgetpu"] = {"file": tpu.name, "sha256": hashlib.sha256(tpu.read_bytes()).hexdigest()}
+        card["edgetpu"] = {"file": tpu.name, "sha256": sha256_file(tpu)}
     status = 0
     if args.output_kind == "features":  # needs no labels: always checked
         check = verify_features(model, loaded, spec, settings, args)

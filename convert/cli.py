@@ -109,6 +109,12 @@ def register(sub: Any) -> None:
     ctx.add_argument("--context", action="store_true", help="replay through the camera-context path vs the classifier")
     ctx.add_argument("--extractor", type=Path, help="feature model .tflite (default: the shipped one)")
     ctx.add_argument("--seed-blanks", type=int, default=3, help="known blanks per camera and mode to seed (default 3)")
+    ctx.add_argument(
+        "--references",
+        type=Path,
+        metavar="CSV",
+        help="known-empty frames per camera (a Labels CSV, not replayed) instead of --seed-blanks",
+    )
     ctx.add_argument("--context-cutoff", type=float, help="default: the extractor card's cutoff")
     ctx.add_argument(
         "--veto", type=float, help="classifier p at or over which it decides where trusted (default: config's)"
@@ -200,7 +206,7 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
 
     if not args.labels:
         raise SystemExit("blankfilter: error: eval --context needs --labels CSV (with camera or location columns)")
-    if args.seed_blanks < 1:
+    if args.seed_blanks < 1 and args.references is None:
         raise SystemExit(f"blankfilter: error: --seed-blanks {args.seed_blanks}: seed at least 1 known blank")
     defaults = ContextSection()
     frames = read_labels(args.labels)
@@ -213,8 +219,10 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
         topup_spacing_s=0.0,  # the replay's clock is the frame order, not seconds: one reference per burst at most
     )
     cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
-    rows = context_eval.replay(frames, classifier, extractor, settings, cutoff, args.seed_blanks,
-                               defaults.max_references, show_progress=not args.quiet)  # fmt: skip
+    config = context_eval.trap_config(cutoff, defaults.max_references, settings.topup_spacing_s)
+    references = read_labels(args.references) if args.references is not None else None
+    rows = context_eval.replay(frames, classifier, extractor, settings, config, args.seed_blanks, references,
+                               show_progress=not args.quiet)  # fmt: skip
     result = context_eval.summarise(rows, Cutoffs(cutoff, settings.cutoff), settings.veto)
     result |= {"labels": str(args.labels), "classifier": classifier.card.label, "extractor": extractor.card.label,
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip

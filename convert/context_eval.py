@@ -1,35 +1,38 @@
 """`blankfilter eval --context`: replay labelled frames per camera, in time order, through the trap's
-own camera-context code (bank, score, drift check, fusion, top-up), against the classifier alone on
-the same frames.
+own judge (`firmware_app.judge.Judge`: the classifier, camera context with its bank, score, drift
+check and veto, the burst rule and the top-up), against the classifier alone on the same frames.
 
-Per camera (the `camera` column, else `location`): the bank is seeded with the first N known blanks
-of each lighting mode, then every burst is scored in order with references that never include the
-scored frame's own burst, decided as the trap would, and a discarded burst may top the bank up. Frames
-without a camera, or whose camera has no references for their mode, are decided by the classifier,
-as on the trap.
+Per camera (the `camera` column, else `location`): the bank starts with the camera's known blanks
+(`references`: frames that are not replayed, added as `blankfilter reference add` adds them; or
+the first `seed_blanks` known blanks of each lighting mode among the replayed frames, never compared
+with their own burst), then every burst is judged in order exactly as the trap's loops judge it, and
+a discarded burst may top the bank up. Frames without a camera, or whose camera has no references
+for their mode, are decided by the classifier, as on the trap.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from convert.labels import LabelledFrame
 from convert.metrics import roc_auc
 from convert.scoring import progress_bar
+from firmware_app.actions import ContextState, Verdict
 from firmware_app.classifiers import Classifier
-from firmware_app.context import Assessment, CameraContext, ContextSettings, FrameFacts, TopUpFrame, lighting_mode
+from firmware_app.config import Config
+from firmware_app.context import Assessment, CameraContext, ContextSettings, FrameFacts
 from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
-from firmware_app.decision import Cutoffs, frame_decision
+from firmware_app.decision import Candidate, Cutoffs, frame_decision
 from firmware_app.errors import ImageError
-from firmware_app.imaging import ImagingSettings, prepare_jpeg_views
+from firmware_app.hashing import sha256_bytes
+from firmware_app.imaging import ImagingSettings
+from firmware_app.judge import Judge, Views, top_up_frame
 
 ALL = "(all)"
 NO_CAMERA = "(no camera)"
@@ -40,12 +43,12 @@ class ReplayFrame:
     frame: LabelledFrame
     camera: str
     burst: str
-    index: int  # position in the camera's time order: the replay's clock
+    index: int  # position in the camera's time order: the replay's clock when no time is known
     score: float | None = None  # classifier p(non-blank); None: unreadable (kept, as on the trap)
     mode: str = "day"
-    pixels: np.ndarray | None = None  # the extractor's input (dropped after use)
     sha256: str = ""
     assessment: Assessment | None = None
+    verdict: Verdict | None = None  # the judge's call on this frame
     seed: bool = False
 
     @property
@@ -56,6 +59,10 @@ class ReplayFrame:
     def context_score(self) -> float | None:
         a = self.assessment
         return a.score if a is not None and a.decides else None
+
+    @property
+    def context_state(self) -> ContextState | None:
+        return self.assessment.state if self.assessment is not None else None
 
 
 def camera_keys(frames: list[LabelledFrame]) -> list[str]:
@@ -75,48 +82,71 @@ def time_order(frames: list[LabelledFrame]) -> list[LabelledFrame]:
     return sorted(frames, key=lambda f: (f.taken, _natural(f.sequence), _natural(f.path.name)))
 
 
-def prepare(
-    rows: list[ReplayFrame], classifier: Classifier, extractor: FeatureExtractor, settings: ImagingSettings
-) -> None:
-    for row in rows:
+def _taken_ts(text: str) -> float | None:
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
         try:
-            data = row.frame.path.read_bytes()
-            prepared, view = prepare_jpeg_views(data, [classifier.card.input, extractor.card.input], settings)
-            row.score = classifier.score(prepared.pixels)
-            row.mode = lighting_mode(prepared.exposure)
-            row.pixels = view.pixels
-            row.sha256 = hashlib.sha256(data).hexdigest()
-        except (OSError, ImageError):
-            row.score = None
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
-def replay_camera(
-    rows: list[ReplayFrame], context: CameraContext, cutoffs: Cutoffs, seed_blanks: int, camera: str
-) -> None:
-    """Seed, then score, decide and top up burst by burst, exactly as the pipeline does."""
+def _read(row: ReplayFrame) -> bytes | None:
+    try:
+        return row.frame.path.read_bytes()
+    except OSError:
+        return None
+
+
+def seed(judge: Judge, camera: str, rows: list[ReplayFrame], seed_blanks: int) -> None:
+    """The first `seed_blanks` known blanks of each lighting mode become references, tagged with
+    their burst so that no frame is ever compared with its own burst."""
     seeded: Counter[str] = Counter()
     for row in rows:
-        if row.score is not None and not row.y and seeded[row.mode] < seed_blanks and row.pixels is not None:
-            context.bank.add(camera, row.mode, context.extractor.features(row.pixels), origin="manual",
-                             source=str(row.frame.path), sha256=row.sha256, burst=row.burst,
-                             captured_ts=float(row.index), score=row.score)  # fmt: skip
-            seeded[row.mode] += 1
-            row.seed = True
+        data = None if row.y else _read(row)
+        if data is None:
+            continue
+        try:
+            mode, features, score = judge.reference(data)
+        except ImageError:
+            continue
+        if seeded[mode] >= seed_blanks:
+            continue
+        assert judge.context is not None
+        judge.context.bank.add(camera, mode, features, origin="manual", source=str(row.frame.path),
+                               sha256=sha256_bytes(data), burst=row.burst, captured_ts=float(row.index),
+                               score=score)  # fmt: skip
+        seeded[mode] += 1
+        row.seed = True
+
+
+def replay_camera(judge: Judge, camera: str, rows: list[ReplayFrame]) -> None:
+    """Judge, decide and learn burst by burst, in time order, with the trap's own judge."""
     bursts: dict[str, list[ReplayFrame]] = {}
     for row in rows:
         bursts.setdefault(row.burst, []).append(row)
     for burst, frames in bursts.items():
+        judge.refresh()  # the bank may have grown: which cameras want a feature pass
+        candidates, learnable = [], []
         for row in frames:
-            if row.score is not None and row.pixels is not None:
-                facts = FrameFacts(str(row.frame.path), row.sha256, float(row.index), burst, row.score,
-                                   cutoffs.classifier)  # fmt: skip
-                row.assessment = context.assess(camera, row.mode, row.pixels, facts)
-            row.pixels = None
-        decisions = [frame_decision(r.score, cutoffs, r.context_score) for r in frames]
-        if all(d == "blank" for d in decisions) and all(r.assessment is not None for r in frames):
-            top = [TopUpFrame(str(r.frame.path), r.sha256, float(r.index), r.score, r.assessment)  # type: ignore[arg-type]
-                   for r in frames]  # fmt: skip
-            context.top_up(camera, frames[0].mode, burst, top, cutoffs.classifier)
+            data = _read(row)
+            views = judge.prepare_jpeg(data, camera) if data is not None else Views(None, None, "cannot read")
+            row.sha256 = sha256_bytes(data) if data is not None else ""
+            captured = views.prepared.captured_at if views.prepared else None
+            ts = _taken_ts(row.frame.taken) or (captured.replace(tzinfo=UTC).timestamp() if captured else None)
+            ts = float(row.index) if ts is None else ts
+            seen = judge.see(views, camera, FrameFacts(str(row.frame.path), row.sha256, ts, burst, None, judge.cutoff))
+            row.score, row.assessment = seen.score, seen.assessment
+            row.mode = seen.assessment.mode if seen.assessment else row.mode
+            gamma = seen.prepared.gamma if seen.prepared else None
+            candidates.append(Candidate(row.index, str(row.frame.path), row.sha256, ts, burst, seen.score,
+                                        seen.context_score, gamma))  # fmt: skip
+            learnable.append(top_up_frame(str(row.frame.path), row.sha256, ts, seen))
+        verdict = judge.decide(candidates, low_disk=False, on_disk=True, key=burst)
+        for row, v in zip(frames, verdict.verdicts, strict=True):
+            row.verdict = v
+        if verdict.blank:
+            judge.learn(camera, burst, learnable)
 
 
 def replay(
@@ -124,33 +154,48 @@ def replay(
     classifier: Classifier,
     extractor: FeatureExtractor,
     settings: ContextSettings,
-    cutoff: float,
+    config: Config,
     seed_blanks: int = 3,
-    max_references: int = 12,
+    references: list[LabelledFrame] | None = None,
     imaging: ImagingSettings | None = None,
     show_progress: bool = True,
 ) -> list[ReplayFrame]:
+    """`config`: the trap's (the classifier cutoff, context.max_references); `settings` the context's."""
     by_camera: dict[str, list[LabelledFrame]] = {}
     for frame, camera in zip(frames, camera_keys(frames), strict=True):
         by_camera.setdefault(camera, []).append(frame)
-    cutoffs = Cutoffs(cutoff, settings.cutoff)
+    known: dict[str, list[LabelledFrame]] = {}
+    for frame, camera in zip(references or [], camera_keys(references or []), strict=True):
+        known.setdefault(camera, []).append(frame)
     out: list[ReplayFrame] = []
     with progress_bar("replaying", show_progress) as bar:
         task = bar.add_task("replaying", total=len(frames))
         for camera, group in sorted(by_camera.items()):
-            bank = ReferenceBank(Path(":memory:"), extractor.card.label, max_references)
-            context = CameraContext(extractor, bank, settings)
+            bank = ReferenceBank(Path(":memory:"), extractor.card.label, config.context.max_references)
+            context = CameraContext(extractor, bank, settings) if camera != NO_CAMERA else None
+            judge = Judge(config, classifier, context, imaging)
             rows = [
                 ReplayFrame(f, camera, f"{camera}|{f.sequence or f.path.name}", i)
                 for i, f in enumerate(time_order(group))
             ]
-            prepare(rows, classifier, extractor, imaging or ImagingSettings())
-            if camera != NO_CAMERA:
-                replay_camera(rows, context, cutoffs, seed_blanks, camera)
+            if context is not None:
+                for ref in known.get(camera, []):
+                    judge.add_reference(ref.path.read_bytes(), camera, None, str(ref.path))
+                if references is None:
+                    seed(judge, camera, rows, seed_blanks)
+            replay_camera(judge, camera, rows)
             bank.close()
             out.extend(rows)
             bar.advance(task, len(group))
     return out
+
+
+def trap_config(cutoff: float | None, max_references: int, topup_spacing_s: float) -> Config:
+    """The trap config the replay judges with: defaults, the cutoff in force, the bank's limits."""
+    base = Config()
+    model = replace(base.model, cutoff=cutoff)
+    context = replace(base.context, max_references=max_references, topup_spacing_s=topup_spacing_s)
+    return replace(base, model=model, context=context, store=replace(base.store, audit_rate=0.0))
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -158,7 +203,9 @@ def _counts(rows: list[ReplayFrame], cutoffs: Cutoffs, use_context: bool) -> dic
     """Frame and burst recall / TNR of one way of deciding."""
 
     def blank(r: ReplayFrame) -> bool:
-        return frame_decision(r.score, cutoffs, r.context_score if use_context else None) == "blank"
+        if use_context:  # the judge's own call, as the trap made it
+            return r.verdict == Verdict.BLANK
+        return frame_decision(r.score, cutoffs) == Verdict.BLANK
 
     animals = [r for r in rows if r.y]
     blanks = [r for r in rows if not r.y]

@@ -10,7 +10,6 @@ code in both, so the ratio isolates the decode strategy.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import resource
@@ -30,6 +29,7 @@ from PIL import Image, ImageOps
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config, load_config
 from firmware_app.errors import ConfigError
+from firmware_app.hashing import sha256_bytes
 from firmware_app.imaging import ImagingSettings, decode_jpeg, finish
 from firmware_app.modelcard import InputSpec
 
@@ -46,14 +46,15 @@ def decode_naive(data: bytes, want: tuple[int, int], settings: ImagingSettings) 
 
 
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
-    from firmware_app.cli import config_from_args, load_model
+    from firmware_app.actions import Action, Verdict
+    from firmware_app.app import load_model
+    from firmware_app.commands.common import config_from_args
     from firmware_app.ledger import Decision, Ledger, NewFrame
-    from firmware_app.pipeline import imaging_settings
     from firmware_app.store import Store
 
     config = config_from_args(args)
     classifier = load_model(config)
-    settings = imaging_settings(config)
+    settings = ImagingSettings.from_config(config.imaging)
     spec: InputSpec = classifier.card.input
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
     if not files:
@@ -70,7 +71,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
                 shutil.copyfile(path, inbox / rel)
                 lap = _Lap()
                 data = (inbox / rel).read_bytes()
-                sha = hashlib.sha256(data).hexdigest()
+                sha = sha256_bytes(data)
                 lap("read+hash")
                 if args.variant == "naive":
                     image = decode_naive(data, (spec.width, spec.height), settings)
@@ -85,9 +86,11 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
                 frame_id = ledger.add(
                     NewFrame(rel, sha, len(data), None, 0.0, "mtime", None, score, prepared.gamma, None, None, "b", "1")
                 )
-                action = "kept" if score >= classifier.card.cutoff else "deleted"
+                keep = score >= classifier.card.cutoff
+                action = Action.KEPT if keep else Action.DELETED
                 dest = store.destination(action, rel, sha)
-                ledger.decide([Decision(frame_id, rel, "x", action, dest, classifier.card.cutoff)])
+                verdict = Verdict.NONBLANK if keep else Verdict.BLANK
+                ledger.decide([Decision(frame_id, rel, verdict, action, dest, classifier.card.cutoff)])
                 if dest:
                     store.move(rel, dest, sha)
                 else:
@@ -119,8 +122,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_once_throughput(config: Config, classifier: Classifier, files: list[Path], repeat: int) -> float:
     """Frames/s of the real `run --once` loop (prefetch overlaps decoding with inference)."""
-    from firmware_app.ledger import Ledger
-    from firmware_app.pipeline import Pipeline
+    from firmware_app.app import build_trap
 
     with tempfile.TemporaryDirectory(prefix="blankfilter-bench-run-") as tmp:
         inbox, root = Path(tmp, "inbox"), Path(tmp, "store")
@@ -132,13 +134,12 @@ def run_once_throughput(config: Config, classifier: Classifier, files: list[Path
         settings = [f"source.inbox={inbox}", f"store.root={root}", "source.settle_s=0", "store.min_free_mb=0"]
         run_config = load_config(None, settings)
         run_config = replace(run_config, model=config.model, imaging=config.imaging)
-        root.mkdir()
-        ledger = Ledger(root / "ledger.db")
-        pipeline = Pipeline(run_config, classifier, ledger)
+        run_config = replace(run_config, context=replace(run_config.context, enabled=False))
+        trap = build_trap(run_config, once=True, classifier=classifier)
         start = time.perf_counter()
-        pipeline.run(once=True)
+        trap.loop.run()
         elapsed = time.perf_counter() - start
-        ledger.close()
+        trap.close()
     return len(files) * repeat / elapsed
 
 

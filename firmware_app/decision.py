@@ -11,10 +11,12 @@ classifier's veto applies, the context layer leaves it unset and the classifier 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from firmware_app.actions import Action, Verdict
+from firmware_app.hashing import sha256_text
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def burst_id(burst: Sequence[Candidate]) -> str:
     first = burst[0]
     if first.burst_hint:
         return first.burst_hint
-    return hashlib.sha256(f"{first.path}|{first.captured_ts:.3f}".encode()).hexdigest()[:16]
+    return sha256_text(f"{first.path}|{first.captured_ts:.3f}")[:16]
 
 
 def audit_pick(burst_key: str, rate: float) -> bool:
@@ -100,11 +102,40 @@ def audit_pick(burst_key: str, rate: float) -> bool:
     a crash makes the same choice and the sample stays reproducible."""
     if rate <= 0:
         return False
-    draw = int(hashlib.sha256(f"audit|{burst_key}".encode()).hexdigest()[:8], 16) / 0x100000000  # [0, 1)
+    draw = int(sha256_text(f"audit|{burst_key}")[:8], 16) / 0x100000000  # [0, 1)
     return draw < rate
 
 
-def frame_decision(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> str:
+def frame_decision(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> Verdict:
     if score is None:
-        return "unknown"
-    return "blank" if is_blank(score, cutoff, context_score) else "nonblank"
+        return Verdict.UNKNOWN
+    return Verdict.BLANK if is_blank(score, cutoff, context_score) else Verdict.NONBLANK
+
+
+# What store.discard means for a blank burst; `on_disk`: the frames are files in the inbox already
+# (folder source), else arrays in memory (camera source), which a delete simply never writes.
+_DISCARD = {"quarantine": Action.QUARANTINED, "keep": Action.BLANK_KEPT}
+
+
+def burst_actions(
+    burst: Sequence[Candidate],
+    blank: bool,
+    burst_key: str,
+    discard: str,
+    audit_rate: float,
+    low_disk: bool,
+    on_disk: bool,
+) -> list[Action]:
+    """One action per frame of a decided burst: the one table for every source.
+
+    A kept burst keeps every frame (an unscored one as `failed_kept`). A blank burst goes to the
+    audit sample or is discarded as `store.discard` says, except when the disk is nearly full: then
+    nothing blank is kept anywhere (no audit, no quarantine), since a full card stops the animals too.
+    """
+    if not blank:
+        return [Action.FAILED_KEPT if f.score is None else Action.KEPT for f in burst]
+    if not low_disk and audit_pick(burst_key, audit_rate):
+        return [Action.AUDIT] * len(burst)
+    deleted = Action.DELETED if on_disk else Action.NOT_WRITTEN
+    action = deleted if low_disk else _DISCARD.get(discard, deleted)
+    return [action] * len(burst)

@@ -1,4 +1,5 @@
-"""sha256 of files: the identity of a frame in the ledger and of a model in its card."""
+"""sha256, the trap's one notion of identity: of a frame in the ledger, a model in its card, a burst
+and an event. One place, so every part hashes the same bytes the same way."""
 
 from __future__ import annotations
 
@@ -12,3 +13,11 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from firmware_app.config import ImagingSection
 from firmware_app.errors import ImageError
 from firmware_app.modelcard import InputSpec
 
@@ -50,6 +51,17 @@ class ImagingSettings:
     gamma_min: float = 0.4  # strongest brightening allowed
     gamma_max: float = 2.5  # strongest darkening allowed
     max_pixels: int = 100_000_000  # refuse larger frames: decompression-bomb guard
+
+    @classmethod
+    def from_config(cls, im: ImagingSection) -> ImagingSettings:
+        """The [imaging] section as the preprocessing uses it (the one mapping, for every caller)."""
+        return cls(
+            gamma=im.gamma,
+            dark_below=im.dark_below,
+            bright_above=im.bright_above,
+            target_mean=im.target_mean,
+            max_pixels=int(im.max_megapixels * 1e6),
+        )
 
 
 @dataclass(frozen=True)
@@ -93,11 +105,29 @@ def prepare_jpeg_views(data: bytes, specs: Sequence[InputSpec], settings: Imagin
 
 
 def prepare_array(rgb: np.ndarray, spec: InputSpec, settings: ImagingSettings) -> Prepared:
-    """The same preprocessing for frames that arrive as arrays (camera sources): HxWx3 uint8 RGB."""
+    """The same preprocessing for frames that arrive as arrays: HxWx3 uint8 RGB. Exactly what
+    `prepare_jpeg` does after its decode (no reduction first)."""
+    return prepare_array_views(rgb, [spec], settings, reduce=False)[0]
+
+
+def prepare_array_views(
+    rgb: np.ndarray, specs: Sequence[InputSpec], settings: ImagingSettings, reduce: bool = True
+) -> list[Prepared]:
+    """A camera array, as `prepare_jpeg_views` does a file: one reduction, one Prepared per spec.
+
+    With `reduce`, the full-size array is first box-reduced by the largest integer factor (up to 8)
+    that keeps it at least the first spec's size (what the JPEG path's DCT-scaled decode does), so
+    each view resizes from a small image, not from all the camera's megapixels twice.
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
     image = Image.fromarray(rgb, "RGB")
-    return finish(image, spec, settings, image.size, image.size, None)
+    size = image.size
+    first = specs[0]
+    factor = min(8, image.width // max(first.width, 1), image.height // max(first.height, 1))
+    if reduce and factor >= 2:
+        image = image.reduce(factor)
+    return [finish(image, spec, settings, size, image.size, None) for spec in specs]
 
 
 def decode_jpeg(

@@ -6,6 +6,8 @@ A frame moves through states, each committed before the next file operation:
     decided  - its burst was decided; action and destination are durable *before* any file moves
     done     - the file operation finished (moved, deleted, or left where it was)
 
+(`actions.State`; a camera source's frames are written first and recorded `done` at once.)
+
 After a crash, `scored` rows rejoin burst assembly and `decided` rows have their file operation
 replayed (idempotently), so no frame is lost and none is processed twice.
 WAL with synchronous=FULL: a committed decision survives a power cut, because a delete follows it.
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from firmware_app.actions import DISCARD_ACTIONS, KEPT_ACTIONS, Action, State, Verdict, sql_list
 from firmware_app.errors import LedgerUnavailable
 from firmware_app.sqlite_tx import immediate
 
@@ -42,14 +45,16 @@ CREATE TABLE IF NOT EXISTS frames (
     burst         TEXT,               -- burst id assigned at decision time
     score         REAL,               -- p(non-blank); NULL when scoring failed
     context_score REAL,               -- camera-context score, when the frame was compared with references
-    context_state TEXT,               -- matched | drift | inconsistent | no_references | captured | failed
+    context_state TEXT,               -- actions.ContextState: matched | vetoed | drift | inconsistent |
+                                      --   no_references | captured | failed
     cutoff        REAL,
     gamma         REAL,
     exposure      TEXT,               -- JSON: mean, shadows, highlights, greyscale
-    decision      TEXT,               -- blank | nonblank | unknown (failed: kept)
-    action        TEXT,               -- kept | failed_kept | deleted | quarantined | audit | blank_kept | left
+    decision      TEXT,               -- actions.Verdict: blank | nonblank | unknown (failed: kept)
+    action        TEXT,               -- actions.Action: kept | failed_kept | audit | quarantined | blank_kept |
+                                      --   deleted | not_written | vanished | quarantine_expired
     dest          TEXT,               -- where the file went (relative to store root)
-    state         TEXT NOT NULL,      -- scored | decided | done
+    state         TEXT NOT NULL,      -- actions.State: scored | decided | done
     error         TEXT,               -- why the frame could not be decoded or scored
     store_error   TEXT,               -- why its file operation has not finished yet (cleared when it has)
     model         TEXT,
@@ -148,8 +153,8 @@ class PendingEvent:
 class Decision:
     frame_id: int
     burst: str
-    decision: str
-    action: str
+    decision: Verdict
+    action: Action
     dest: str | None
     cutoff: float
 
@@ -203,17 +208,17 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
                 " score, gamma, exposure, error, model, model_version, context_score, context_state, state, seen_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'scored', ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
                     frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure,
                     frame.error, frame.model, frame.model_version, frame.context_score, frame.context_state,
-                    now_iso(),
+                    State.SCORED, now_iso(),
                 ),
             )  # fmt: skip
         return int(cursor.lastrowid or 0)
 
-    def in_state(self, state: str) -> list[FrameRow]:
+    def in_state(self, state: State) -> list[FrameRow]:
         rows = self.db.execute("SELECT * FROM frames WHERE state = ? ORDER BY captured_ts, path", (state,))
         return [_row(r) for r in rows]
 
@@ -230,8 +235,8 @@ class Ledger:
             for d in decisions:
                 db.execute(
                     "UPDATE frames SET burst = ?, decision = ?, action = ?, dest = ?, cutoff = ?,"
-                    " state = 'decided', decided_at = ? WHERE id = ? AND state = 'scored'",
-                    (d.burst, d.decision, d.action, d.dest, d.cutoff, at, d.frame_id),
+                    " state = ?, decided_at = ? WHERE id = ? AND state = ?",
+                    (d.burst, d.decision, d.action, d.dest, d.cutoff, State.DECIDED, at, d.frame_id, State.SCORED),
                 )
 
     def record_captured(
@@ -248,11 +253,11 @@ class Ledger:
                     "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
                     " score, gamma, exposure, error, model, model_version, context_score, context_state, state,"
                     " seen_at, burst, decision, action, dest, cutoff, decided_at, done_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
                         frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure, frame.error,
-                        frame.model, frame.model_version, frame.context_score, frame.context_state, at,
+                        frame.model, frame.model_version, frame.context_score, frame.context_state, State.DONE, at,
                         d.burst, d.decision, d.action, d.dest, d.cutoff, at, at,
                     ),
                 )  # fmt: skip
@@ -264,13 +269,15 @@ class Ledger:
                 )
         return ids
 
-    def done(self, frame_id: int, action: str | None = None, dest: str | None = None, error: str | None = None) -> None:
+    def done(
+        self, frame_id: int, action: Action | None = None, dest: str | None = None, error: str | None = None
+    ) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE frames SET state = 'done', done_at = ?, action = COALESCE(?, action),"
+                "UPDATE frames SET state = ?, done_at = ?, action = COALESCE(?, action),"
                 " dest = CASE WHEN ? IS NULL THEN dest ELSE ? END,"
                 " error = CASE WHEN ? IS NULL THEN error ELSE COALESCE(error || '; ', '') || ? END WHERE id = ?",
-                (now_iso(), action, dest, dest, error, error, frame_id),
+                (State.DONE, now_iso(), action, dest, dest, error, error, frame_id),
             )
 
     def done_many(self, frame_ids: list[int]) -> None:
@@ -278,13 +285,9 @@ class Ledger:
         at = now_iso()
         with self.transaction() as db:
             db.executemany(
-                "UPDATE frames SET state = 'done', done_at = ?, store_error = NULL WHERE id = ?",
-                [(at, frame_id) for frame_id in frame_ids],
+                "UPDATE frames SET state = ?, done_at = ?, store_error = NULL WHERE id = ?",
+                [(State.DONE, at, frame_id) for frame_id in frame_ids],
             )
-
-    def note_error(self, frame_id: int, error: str | None) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE frames SET error = ? WHERE id = ?", (error, frame_id))
 
     def note_store_error(self, frame_id: int, error: str | None) -> None:
         """Why a decided frame's file operation failed (it stays in the inbox); None once it worked."""
@@ -294,17 +297,16 @@ class Ledger:
     def quarantined(self) -> list[tuple[int, str, str, int]]:
         """(id, dest, done_at, size) of frames still in quarantine, oldest first."""
         rows = self.db.execute(
-            "SELECT id, dest, done_at, size FROM frames"
-            " WHERE action = 'quarantined' AND state = 'done' ORDER BY done_at, id"
+            "SELECT id, dest, done_at, size FROM frames WHERE action = ? AND state = ? ORDER BY done_at, id",
+            (Action.QUARANTINED, State.DONE),
         )
         return [(r["id"], r["dest"], r["done_at"], r["size"]) for r in rows]
 
     def expire(self, frame_id: int, why: str) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE frames SET action = 'quarantine_expired',"
-                " error = COALESCE(error || '; ', '') || ? WHERE id = ?",
-                (why, frame_id),
+                "UPDATE frames SET action = ?, error = COALESCE(error || '; ', '') || ? WHERE id = ?",
+                (Action.QUARANTINE_EXPIRED, why, frame_id),
             )
 
     # -- the event outbox ---------------------------------------------------------------------
@@ -354,8 +356,7 @@ class Ledger:
     def counts_since(self, since_iso: str) -> dict[str, int]:
         """Frames seen, kept, discarded and failed since a time (UTC ISO): for the status heartbeat."""
         row = self.db.execute(
-            "SELECT COUNT(*), SUM(action IN ('kept', 'failed_kept')),"
-            " SUM(action IN ('deleted', 'not_written', 'quarantined', 'blank_kept', 'audit', 'quarantine_expired')),"
+            f"SELECT COUNT(*), SUM(action IN {sql_list(KEPT_ACTIONS)}), SUM(action IN {sql_list(DISCARD_ACTIONS)}),"
             " SUM(score IS NULL) FROM frames WHERE seen_at >= ?",
             (since_iso,),
         ).fetchone()
@@ -383,22 +384,23 @@ class Ledger:
         )
         days = db.execute(
             "SELECT substr(seen_at, 1, 10) AS day, COUNT(*),"
-            " SUM(decision = 'blank'), SUM(decision = 'nonblank'), SUM(decision = 'unknown')"
-            " FROM frames GROUP BY day ORDER BY day DESC LIMIT 14"
+            " SUM(decision = ?), SUM(decision = ?), SUM(decision = ?)"
+            " FROM frames GROUP BY day ORDER BY day DESC LIMIT 14",
+            (Verdict.BLANK, Verdict.NONBLANK, Verdict.UNKNOWN),
         ).fetchall()
         errors = db.execute(
             "SELECT path, COALESCE(store_error, error) FROM frames"
             " WHERE error IS NOT NULL OR store_error IS NOT NULL ORDER BY id DESC LIMIT 10"
         ).fetchall()
         total = sum(by_decision.values())
-        decided = by_decision.get("blank", 0) + by_decision.get("nonblank", 0)
+        decided = by_decision.get(Verdict.BLANK, 0) + by_decision.get(Verdict.NONBLANK, 0)
         return {
             "frames": total,
             "by_decision": by_decision,
             "by_action": by_action,
-            "blank_ratio": (by_decision.get("blank", 0) / decided) if decided else None,
+            "blank_ratio": (by_decision.get(Verdict.BLANK, 0) / decided) if decided else None,
             "bursts": db.execute("SELECT COUNT(DISTINCT burst) FROM frames WHERE burst IS NOT NULL").fetchone()[0],
-            "pending": db.execute("SELECT COUNT(*) FROM frames WHERE state != 'done'").fetchone()[0],
+            "pending": db.execute("SELECT COUNT(*) FROM frames WHERE state != ?", (State.DONE,)).fetchone()[0],
             "skipped": db.execute("SELECT COUNT(*) FROM skipped").fetchone()[0],
             "outbox": dict(zip(("undelivered", "oldest"), self.outbox_state(), strict=True)),
             "models": [tuple(r) for r in db.execute("SELECT model, model_version, COUNT(*) FROM frames GROUP BY 1, 2")],

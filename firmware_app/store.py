@@ -5,7 +5,10 @@ check for misses), quarantine/ (blanks held back for a while), blank/ (blanks wh
 Each keeps the frame's path relative to the inbox, so camera sub-folders survive.
 
 Every operation can be replayed after a crash: a move whose source is gone but whose destination
-holds the right bytes is done; a delete of a missing file is done.
+holds the right bytes is done; a delete of a missing file is done. Frames that exist only in memory
+(a camera source) are written the same way: to a temporary name, fsync'd, then linked into place,
+so a name is never overwritten. What is kept how long, and what goes when the card fills, is
+`retention.py`'s job.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import errno
 import logging
 import os
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
-from firmware_app.hashing import sha256_file
-from firmware_app.ledger import Ledger
+from firmware_app.actions import FOLDERS, Action
+from firmware_app.hashing import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
-FOLDERS = {"kept": "kept", "failed_kept": "kept", "audit": "audit", "quarantined": "quarantine", "blank_kept": "blank"}
+# link() cannot be used here (FAT/exFAT cards have no hard links): rename after checking the name
+NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
 
 
 class FrameVanished(Exception):
@@ -42,7 +45,7 @@ class Store:
         self.root = root
         self.inbox = inbox
 
-    def destination(self, action: str, rel: str, sha256: str) -> str | None:
+    def destination(self, action: Action, rel: str, sha256: str) -> str | None:
         """Where a frame goes for `action`, relative to the root; None for a delete.
 
         A name already taken by another frame gets the frame's short hash appended: never overwrite.
@@ -75,7 +78,7 @@ class Store:
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 self._copy_across(src, target)
-            elif exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            elif exc.errno in NO_LINKS:
                 os.rename(src, target)  # FAT/exFAT cards have no hard links; we checked the name is free
                 fsync_dir(target.parent)
                 fsync_dir(src.parent)
@@ -108,32 +111,55 @@ class Store:
             return
         fsync_dir(path.parent)
 
+    def write_new(self, action: Action, rel: str, data: bytes) -> tuple[str, str]:
+        """Write a frame that exists only in memory to `action`'s folder; (dest, sha256 of the bytes).
+
+        Atomic and never overwriting: a temporary file, fsync, then a link to the final name (which
+        fails if the name is taken; then the frame's short hash goes into its name). Writing the same
+        bytes to the same name again (a replay) is a no-op.
+        """
+        sha = sha256_bytes(data)
+        for _ in range(2):  # the second pass: someone took the name between destination() and link()
+            dest = self.destination(action, rel, sha)
+            if dest is None:
+                raise ValueError(f"action {action} writes no file")
+            target = self.root / dest
+            if target.exists():
+                return dest, sha  # same bytes already there (destination() checked)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.partial")
+            try:
+                with partial.open("wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(partial, target)
+                except OSError as exc:
+                    if exc.errno == errno.EEXIST:
+                        continue
+                    if exc.errno not in NO_LINKS:
+                        raise
+                    if target.exists():
+                        continue
+                    os.rename(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+            fsync_dir(target.parent)
+            return dest, sha
+        raise FileExistsError(errno.EEXIST, "destination name taken twice while writing", str(self.root / rel))
+
+    def clean_partials(self) -> int:
+        """Remove temporary files a crash left mid-write (`.NAME.partial`): never a finished frame."""
+        removed = 0
+        for folder in sorted(set(FOLDERS.values())):
+            for partial in (self.root / folder).rglob(".*.partial"):
+                partial.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d unfinished temporary file(s) under %s", removed, self.root)
+        return removed
+
     def free_mb(self) -> float:
         stats = os.statvfs(self.root if self.root.exists() else self.root.parent)
         return stats.f_bavail * stats.f_frsize / 1e6
-
-    def prune_quarantine(self, ledger: Ledger, max_mb: float, max_days: float, min_free_mb: float) -> int:
-        """Drop quarantined blanks: older than max_days, over max_mb in total (oldest first), and
-        while free space is under min_free_mb. Returns how many were removed."""
-        rows = ledger.quarantined()
-        total_mb = sum(size for *_, size in rows) / 1e6
-        oldest_allowed = datetime.now(UTC) - timedelta(days=max_days)
-        removed = 0
-        for frame_id, dest, done_at, size in rows:
-            too_old = datetime.fromisoformat(done_at) < oldest_allowed
-            too_big = total_mb > max_mb
-            too_full = self.free_mb() < min_free_mb
-            if not (too_old or too_big or too_full):
-                break  # rows are oldest first: the rest are younger and within the caps
-            why = (
-                "older than store.quarantine_max_days"
-                if too_old
-                else ("over store.quarantine_max_mb" if too_big else "disk under store.min_free_mb")
-            )
-            (self.root / dest).unlink(missing_ok=True)
-            ledger.expire(frame_id, f"quarantine pruned: {why}")
-            total_mb -= size / 1e6
-            removed += 1
-        if removed:
-            log.info("quarantine: removed %d oldest blank frame(s)", removed)
-        return removed

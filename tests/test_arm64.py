@@ -198,8 +198,7 @@ def x86_reference() -> dict[str, float]:
     """
     from firmware_app.classifiers import load_classifier
     from firmware_app.config import load_config
-    from firmware_app.imaging import prepare_jpeg
-    from firmware_app.pipeline import imaging_settings
+    from firmware_app.imaging import ImagingSettings, prepare_jpeg
 
     classifier: Any = load_classifier(MODEL, 2, False, "auto")
     _, module = import_runtime(classifier.runtime)
@@ -208,7 +207,7 @@ def x86_reference() -> dict[str, float]:
     )
     ref.allocate_tensors()
     classifier.interpreter = ref
-    settings = imaging_settings(load_config(None, []))
+    settings = ImagingSettings.from_config(load_config(None, []).imaging)
     return {
         rel: classifier.score(prepare_jpeg((FRAMES / rel).read_bytes(), classifier.card.input, settings).pixels)
         for rel in ALL_FRAMES

@@ -24,10 +24,13 @@ import pytest
 from conftest import FRAMES, MODELS, TINY_U8, cli_env
 from PIL import Image
 
+from firmware_app.app import build_trap
 from firmware_app.classifiers import load_classifier
 from firmware_app.config import load_config
+from firmware_app.errors import LedgerUnavailable
 from firmware_app.ledger import Ledger
-from firmware_app.pipeline import LedgerUnavailable, Pipeline
+from firmware_app.loops.base import LoopBase
+from firmware_app.loops.folder import FolderLoop
 from firmware_app.sources import Frame, Skipped
 from firmware_app.sources.folder import FolderSource
 
@@ -278,7 +281,7 @@ def test_png_named_png_is_skipped_and_left_in_place(
 
 
 # -- a frame vanishing while we work on it ----------------------------------------------------------
-def make_pipeline(tmp_path: Path) -> tuple[Pipeline, Ledger]:
+def make_loop(tmp_path: Path, once: bool = True) -> tuple[FolderLoop, Ledger]:
     config = load_config(
         None,
         [
@@ -288,11 +291,12 @@ def make_pipeline(tmp_path: Path) -> tuple[Pipeline, Ledger]:
             "source.watch=poll",
             "store.audit_rate=0",
             "store.min_free_mb=0",
+            "context.enabled=false",
         ],
     )
-    config.store.root.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(config.ledger_path)
-    return Pipeline(config, load_classifier(TINY_U8), ledger), ledger
+    trap = build_trap(config, once=once, classifier=load_classifier(TINY_U8))
+    assert isinstance(trap.loop, FolderLoop)
+    return trap.loop, trap.ledger
 
 
 @pytest.mark.parametrize("when", ["while_read", "after_listing"])
@@ -326,10 +330,10 @@ def test_frame_vanishing_mid_read_is_a_warning_not_a_crash(
 
         monkeypatch.setattr(FolderSource, "ready", vanishing_ready)
 
-    pipeline, ledger = make_pipeline(tmp_path)
+    pipeline, ledger = make_loop(tmp_path)
     with caplog.at_level(logging.WARNING):
         try:
-            summary = pipeline.run(once=True)
+            summary = pipeline.run()
         finally:
             ledger.close()
 
@@ -447,11 +451,11 @@ def test_disk_filling_up_mid_run_stops_before_anything_moves(
     store = tmpfs("store", size="512k")
     inbox = make_inbox(bursts=[NONBLANK_BURST, BLANK_BURST])
     before = snapshot(inbox)
-    pipeline, ledger = make_pipeline(tmp_path)
+    pipeline, ledger = make_loop(tmp_path)
     try:
         fill(store)
         with pytest.raises(LedgerUnavailable) as caught:
-            pipeline.run(once=True)
+            pipeline.run()
     finally:
         ledger.close()
     message = str(caught.value)
@@ -602,22 +606,20 @@ def test_daemon_waits_out_a_full_disk_then_carries_on(
 ) -> None:
     """A daemon does not exit into a restart loop when the ledger's disk is full: it logs, waits
     (with backoff) and processes the inbox once space returns, without losing a frame."""
-    import firmware_app.pipeline as pipeline_module
-
-    monkeypatch.setattr(pipeline_module, "LEDGER_RETRY_MIN_S", 0.2)
+    monkeypatch.setattr(LoopBase, "ledger_retry_min_s", 0.2)
     store = tmpfs("store", size="512k")
     inbox = make_inbox(bursts=[NONBLANK_BURST, BLANK_BURST])
     before = snapshot(inbox)
-    made: list[Pipeline] = []
+    made: list[FolderLoop] = []
     ready, go = threading.Event(), threading.Event()
 
     def daemon() -> None:  # SQLite objects stay in the thread that made them, as in the real daemon
-        pipeline, ledger = make_pipeline(tmp_path)  # the ledger opens while there is still space
+        pipeline, ledger = make_loop(tmp_path, once=False)  # the ledger opens while there is still space
         made.append(pipeline)
         ready.set()
         go.wait(10)
         try:
-            pipeline.run(once=False)
+            pipeline.run()
         finally:
             ledger.close()
 

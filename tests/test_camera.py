@@ -223,12 +223,12 @@ class ScriptedCamera:
 def test_software_motion_triggers_a_burst_after_warm_up(tmp_path: Path) -> None:
     from PIL import Image
 
-    from firmware_app.capture import CaptureLoop, make_triggers
+    from firmware_app.app import build_trap, make_triggers
     from firmware_app.classifiers import load_classifier
-    from firmware_app.ledger import Ledger
 
-    sets = ["camera.trigger=motion", f"store.root={tmp_path / 'store'}", "store.audit_rate=0",
-            "camera.burst_frames=2", "camera.burst_interval_s=0", "context.enabled=false"]  # fmt: skip
+    sets = ["camera.trigger=motion", "source.kind=opencv", "store.min_free_mb=0", f"store.root={tmp_path / 'store'}",
+            "store.audit_rate=0", "camera.burst_frames=2", "camera.burst_interval_s=0",
+            "context.enabled=false"]  # fmt: skip
     config = load_config(None, sets)
     grey = np.asarray(Image.open(BLANK).convert("L").resize((320, 240)))
     rng = np.random.default_rng(1)
@@ -240,10 +240,10 @@ def test_software_motion_triggers_a_burst_after_warm_up(tmp_path: Path) -> None:
     camera = ScriptedCamera(quiet + animal, still)
     pir, motion = make_triggers(config)
     assert pir is None and motion is not None
-    (tmp_path / "store").mkdir()
-    ledger = Ledger(tmp_path / "store" / "ledger.db")
-    loop = CaptureLoop(config, load_classifier(SHIPPED, threads=1), ledger, camera, pir, motion)
-    summary = loop.run(max_bursts=1)
+    trap = build_trap(config, max_bursts=1, classifier=load_classifier(SHIPPED, threads=1), camera=camera,
+                      triggers=(pir, motion))  # fmt: skip
+    summary = trap.loop.run()
+    trap.close()
     assert summary.bursts == 1 and summary.counts == {"kept": 2}
     assert camera.lores_reads >= 16  # not before the warm-up and the moving shape
     assert camera.started and camera.stopped

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from firmware_app.actions import ContextState
 from firmware_app.context import (
-    MATCHED,
-    NO_REFERENCES,
-    VETOED,
     Assessment,
     CameraContext,
     ContextSettings,
@@ -188,7 +186,9 @@ class FixedExtractor:
 
 
 def matched(score: float, features: np.ndarray | None = None) -> Assessment:
-    return Assessment(MATCHED, "day", score, 0.01, 2, features if features is not None else scene(base=BASE))
+    return Assessment(
+        ContextState.MATCHED, "day", score, 0.01, 2, features if features is not None else scene(base=BASE)
+    )
 
 
 def test_top_up_only_from_bursts_both_call_blank(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_top_up_only_from_bursts_both_call_blank(tmp_path: Path) -> None:
 
     assert not ctx.top_up("cam1", "day", "k1", frames(0, [0.01, 0.5], [matched(0.1), matched(0.1)]), 0.1)
     assert not ctx.top_up("cam1", "day", "k2", frames(0, [0.01, 0.01], [matched(0.1), matched(0.4)]), 0.1)
-    no_refs = Assessment(NO_REFERENCES, "day")
+    no_refs = Assessment(ContextState.NO_REFERENCES, "day")
     assert not ctx.top_up("cam1", "day", "k3", frames(0, [0.01], [no_refs]), 0.1)
     assert ctx.top_up("cam1", "day", "k4", frames(0, [0.01, 0.02, 0.01], [matched(0.1)] * 3), 0.1)
     assert [r.source for r in bank.list()] == ["cam1/1.jpg"]  # one frame of the burst, its middle
@@ -217,10 +217,10 @@ TINY_FEATURES = Path(__file__).parent / "fixtures" / "models" / "tiny_features.t
 @pytest.mark.parametrize(
     ("reference_score", "frame_score", "state"),
     [
-        (0.01, 0.7, VETOED),  # it calls the empty scene empty and is sure of this frame: it decides
-        (0.01, 0.3, MATCHED),  # not sure enough
-        (0.9, 0.99, MATCHED),  # it calls the empty scene an animal: its confidence means nothing here
-        (None, 0.99, MATCHED),  # never scored the references: not trusted
+        (0.01, 0.7, ContextState.VETOED),  # it calls the empty scene empty and is sure of this frame: it decides
+        (0.01, 0.3, ContextState.MATCHED),  # not sure enough
+        (0.9, 0.99, ContextState.MATCHED),  # it calls the empty scene an animal: its confidence means nothing here
+        (None, 0.99, ContextState.MATCHED),  # never scored the references: not trusted
     ],
 )
 def test_veto_only_where_the_classifier_calls_the_references_blank(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -15,11 +16,13 @@ import pytest
 from conftest import FRAMES, TINY_U8
 
 import firmware_app.ledger as ledger_module
+from firmware_app.actions import Action, State, Verdict
+from firmware_app.app import build_trap
 from firmware_app.classifiers import load_classifier
 from firmware_app.config import load_config
 from firmware_app.ledger import Decision, Ledger, NewFrame
-from firmware_app.pipeline import Pipeline
-from firmware_app.sources import Frame
+from firmware_app.loops.folder import FolderLoop
+from firmware_app.retention import prune_quarantine
 from firmware_app.store import FrameVanished, Store
 
 
@@ -241,9 +244,8 @@ def test_ledger_decide_only_moves_scored_rows(ledger: Ledger) -> None:
 
 
 def test_ledger_done_records_errors_and_changed_actions(ledger: Ledger) -> None:
-    frame_id = ledger.add(new_frame("a.jpg", "a" * 64))
-    ledger.decide([Decision(frame_id, "b1", "blank", "deleted", None, 0.25)])
-    ledger.note_error(frame_id, "first problem")
+    frame_id = ledger.add(dataclasses.replace(new_frame("a.jpg", "a" * 64), error="first problem"))
+    ledger.decide([Decision(frame_id, "b1", Verdict.BLANK, Action.DELETED, None, 0.25)])
     ledger.done(frame_id, action="vanished", error="second problem")
     row = ledger.find_by_id(frame_id)
     assert row is not None and row.action == "vanished"
@@ -341,7 +343,7 @@ def quarantined_files(store: Store) -> list[str]:
 
 def test_prune_by_age(store: Store, ledger: Ledger, quarantine: Quarantine) -> None:
     old1, old2, young = quarantine([("a.jpg", 1000, 45), ("b.jpg", 1000, 31), ("c.jpg", 1000, 2)])
-    removed = store.prune_quarantine(ledger, max_mb=1000, max_days=30, min_free_mb=0)
+    removed = prune_quarantine(store, ledger, max_mb=1000, max_days=30, min_free_mb=0)
     assert removed == 2
     assert quarantined_files(store) == ["c.jpg"]
     for frame_id in (old1, old2):
@@ -351,13 +353,13 @@ def test_prune_by_age(store: Store, ledger: Ledger, quarantine: Quarantine) -> N
     row = ledger.find_by_id(young)
     assert row is not None and row.action == "quarantined"
     assert [r[0] for r in ledger.quarantined()] == [young]
-    assert store.prune_quarantine(ledger, max_mb=1000, max_days=30, min_free_mb=0) == 0  # nothing more to do
+    assert prune_quarantine(store, ledger, max_mb=1000, max_days=30, min_free_mb=0) == 0  # nothing more to do
 
 
 def test_prune_by_size_removes_oldest_first(store: Store, ledger: Ledger, quarantine: Quarantine) -> None:
     ids = quarantine([("a.jpg", 400_000, 3), ("b.jpg", 400_000, 2), ("c.jpg", 400_000, 1)])
     # 1.2 MB held, cap 0.5 MB: dropping the oldest leaves 0.8 MB, the next 0.4 MB, under the cap.
-    removed = store.prune_quarantine(ledger, max_mb=0.5, max_days=30, min_free_mb=0)
+    removed = prune_quarantine(store, ledger, max_mb=0.5, max_days=30, min_free_mb=0)
     assert removed == 2
     assert quarantined_files(store) == ["c.jpg"]
     row = ledger.find_by_id(ids[0])
@@ -370,7 +372,7 @@ def test_prune_for_free_space(
     ids = quarantine([("a.jpg", 100_000, 3), ("b.jpg", 100_000, 2), ("c.jpg", 100_000, 1), ("d.jpg", 100_000, 0)])
     # A nearly full card: every quarantined frame removed gives back 1 MB (file-system blocks).
     monkeypatch.setattr(Store, "free_mb", lambda self: 50.0 + 4 - len(quarantined_files(self)))
-    removed = store.prune_quarantine(ledger, max_mb=1000, max_days=30, min_free_mb=51.5)
+    removed = prune_quarantine(store, ledger, max_mb=1000, max_days=30, min_free_mb=51.5)
     assert removed == 2  # 50 MB free -> 51 -> 52: at or over the floor, so the two youngest stay
     assert quarantined_files(store) == ["c.jpg", "d.jpg"]
     reasons = [r.error for r in (ledger.find_by_id(i) for i in ids[:2]) if r is not None]
@@ -379,38 +381,39 @@ def test_prune_for_free_space(
 
 def test_prune_within_all_caps_removes_nothing(store: Store, ledger: Ledger, quarantine: Quarantine) -> None:
     quarantine([("a.jpg", 1000, 5), ("b.jpg", 1000, 1)])
-    assert store.prune_quarantine(ledger, max_mb=1, max_days=30, min_free_mb=0) == 0
+    assert prune_quarantine(store, ledger, max_mb=1, max_days=30, min_free_mb=0) == 0
     assert quarantined_files(store) == ["a.jpg", "b.jpg"]
 
 
 def test_prune_tolerates_a_file_already_gone(store: Store, ledger: Ledger, quarantine: Quarantine) -> None:
     (frame_id,) = quarantine([("a.jpg", 1000, 40)])
     (store.root / "quarantine/a.jpg").unlink()  # someone cleaned up by hand
-    assert store.prune_quarantine(ledger, max_mb=1000, max_days=30, min_free_mb=0) == 1
+    assert prune_quarantine(store, ledger, max_mb=1000, max_days=30, min_free_mb=0) == 1
     row = ledger.find_by_id(frame_id)
     assert row is not None and row.action == "quarantine_expired"
 
 
-# -- crash and replay through the pipeline -----------------------------------------------------
+# -- crash and replay through the folder loop --------------------------------------------------
 class PowerCut(BaseException):
-    """Not an Exception: nothing in the pipeline may catch it, as nothing survives a power cut."""
+    """Not an Exception: nothing in the loop may catch it, as nothing survives a power cut."""
 
 
-def make_pipeline(tmp_path: Path, ledger: Ledger, **sets: str) -> Pipeline:
-    overrides = [f"source.inbox={tmp_path / 'inbox'}", f"store.root={tmp_path / 'root'}"]
+def make_loop(tmp_path: Path, **sets: str) -> FolderLoop:
+    overrides = [f"source.inbox={tmp_path / 'inbox'}", f"store.root={tmp_path / 'root'}", "source.settle_s=0",
+                 "store.min_free_mb=0", "context.enabled=false", "source.watch=poll"]  # fmt: skip
     overrides += [f"{key.replace('__', '.')}={value}" for key, value in sets.items()]
-    return Pipeline(load_config(None, overrides), load_classifier(TINY_U8, threads=1), ledger)
+    trap = build_trap(load_config(None, overrides), once=True, classifier=load_classifier(TINY_U8, threads=1))
+    assert isinstance(trap.loop, FolderLoop)
+    return trap.loop
 
 
-def test_pipeline_replays_moves_cut_short(tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folder_loop_replays_moves_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inbox = tmp_path / "inbox"
     names = ["11374_1-1.JPG", "11374_2-1.JPG", "11374_3-1.JPG"]
     for name in names:
         put(inbox, f"cam1/{name}", frame_bytes(f"wellington/{name}"))
-    pipeline = make_pipeline(tmp_path, ledger, model__cutoff="0.0")  # every frame non-blank: kept
-    for name in names:
-        assert pipeline.process(Frame(inbox / "cam1" / name, f"cam1/{name}"))
-    assert len(ledger.in_state("scored")) == 3
+    loop = make_loop(tmp_path, model__cutoff="0.0")  # every frame non-blank: kept
+    ledger = loop.ledger
 
     real_move, moves = Store.move, []
 
@@ -424,17 +427,19 @@ def test_pipeline_replays_moves_cut_short(tmp_path: Path, ledger: Ledger, monkey
 
     monkeypatch.setattr(Store, "move", move_then_power_cut)
     with pytest.raises(PowerCut):
-        pipeline.close_bursts(flush=True)
+        loop.run()
     monkeypatch.undo()
     # The decision was durable before any file moved; a burst is marked done in one transaction
     # after its files moved (one fsync a burst), so the cut leaves all three 'decided'.
     assert ledger.in_state("done") == []
     assert len(ledger.in_state("decided")) == 3
 
-    make_pipeline(tmp_path, ledger, model__cutoff="0.0").recover()  # the next start
-    assert ledger.in_state("decided") == [] and len(ledger.in_state("done")) == 3
+    make_loop(tmp_path, model__cutoff="0.0").recover()  # the next start
+    assert ledger.in_state(State.DECIDED) == [] and len(ledger.in_state(State.DONE)) == 3
     assert all_files(inbox) == []
-    assert all_files(tmp_path / "root") == [f"kept/cam1/{name}" for name in names]
+    assert [f for f in all_files(tmp_path / "root") if not f.startswith("ledger.db")] == [
+        f"kept/cam1/{name}" for name in names
+    ]
     for name in names:
         assert (tmp_path / "root" / "kept" / "cam1" / name).read_bytes() == frame_bytes(f"wellington/{name}")
 

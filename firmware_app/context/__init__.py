@@ -19,21 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_app.actions import ContextState
 from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.context.score import compare
 from firmware_app.imaging import Exposure
 
 log = logging.getLogger(__name__)
-
-# What happened to a frame's context (the ledger's context_state):
-MATCHED = "matched"  # compared with references: the context score decides
-VETOED = "vetoed"  # matched, but the classifier is sure of an animal and trusted here: it decides
-DRIFT = "drift"  # the whole scene differs from the references: the classifier decides
-INCONSISTENT = "inconsistent"  # the references disagree with each other: the classifier decides
-NO_REFERENCES = "no_references"  # none for this camera and lighting mode yet
-CAPTURED = "captured"  # taken as a reference by the deployment capture step
-FAILED = "failed"  # the extractor failed on this frame: the classifier decides
 
 
 @dataclass(frozen=True)
@@ -46,7 +38,7 @@ class ContextSettings:
 
 @dataclass(frozen=True)
 class Assessment:
-    state: str
+    state: ContextState
     mode: str = ""  # day | ir
     score: float | None = None  # context score (when compared)
     mismatch: float | None = None  # median cell distance (drift measure)
@@ -55,7 +47,7 @@ class Assessment:
 
     @property
     def decides(self) -> bool:
-        return self.state == MATCHED
+        return self.state == ContextState.MATCHED
 
 
 def lighting_mode(exposure: Exposure) -> str:
@@ -105,20 +97,20 @@ class CameraContext:
             self.bank.add(camera, mode, features, origin="capture", source=source, sha256=frame.sha256, burst=burst,
                           captured_ts=frame.captured_ts, score=frame.score)  # fmt: skip
             log.info("%s: taken as a %s reference of camera %s (capture step)", source, mode, camera)
-            return Assessment(CAPTURED, mode)
+            return Assessment(ContextState.CAPTURED, mode)
         view = self.bank.view(camera, mode)
         view = view.excluding_burst(burst) if view is not None else None
         if view is None or not view.ids:
-            return Assessment(NO_REFERENCES, mode)
+            return Assessment(ContextState.NO_REFERENCES, mode)
         if view.baseline.spread > self.settings.drift_limit:
-            return Assessment(INCONSISTENT, mode, mismatch=view.baseline.spread, references=len(view.ids))
+            return Assessment(ContextState.INCONSISTENT, mode, mismatch=view.baseline.spread, references=len(view.ids))
         result = compare(features, view.features, view.baseline)
-        state = DRIFT if result.mismatch > self.settings.drift_limit else MATCHED
+        state = ContextState.DRIFT if result.mismatch > self.settings.drift_limit else ContextState.MATCHED
         # The veto guards an animal that looks like background to the features (a small rodent at
         # night), but only where the classifier has shown it knows this scene's empty frames.
         sure = frame.score is not None and frame.score >= self.settings.veto
-        if state == MATCHED and sure and view.classifier_agrees(frame.classifier_cutoff):
-            state = VETOED
+        if state == ContextState.MATCHED and sure and view.classifier_agrees(frame.classifier_cutoff):
+            state = ContextState.VETOED
         return Assessment(state, mode, result.score, result.mismatch, len(view.ids), features)
 
     def is_context_blank(self, assessment: Assessment) -> bool:

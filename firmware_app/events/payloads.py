@@ -8,13 +8,13 @@ de-duplicate on `event_id`, which is stable across restarts and resends. Status
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from firmware_app import __version__
+from firmware_app.hashing import sha256_text
 
 EVENT_SCHEMA = "blankfilter-event/1"
 STATUS_SCHEMA = "blankfilter-status/1"
@@ -62,7 +62,7 @@ class EventFrame:
 
 def event_id(trap_id: str, burst_key: str) -> str:
     """Stable for a burst: the same after a restart or a resend, different between traps."""
-    return hashlib.sha256(f"{trap_id}|{burst_key}".encode()).hexdigest()[:32]
+    return sha256_text(f"{trap_id}|{burst_key}")[:32]
 
 
 def iso(ts: float) -> str:

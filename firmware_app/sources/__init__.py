@@ -1,6 +1,9 @@
-"""Frame sources: one small interface, one adapter per kind (folder now; cameras later).
+"""Frame sources, two kinds with one small interface each; hardware imports live inside the adapters.
 
-A source hands the pipeline frames that are complete. Hardware imports live inside the adapter.
+- Files: `Source` (here), implemented by `folder.FolderSource`, hands the folder loop frames that
+  are complete files in the inbox.
+- Arrays: `camera.Camera`, implemented by the picamera2 and OpenCV adapters, hands the camera loop
+  bursts of frames in memory.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ class Source(Protocol):
         ...
 
     def wake(self) -> None:
-        """End a wait in ready() early (the pipeline is stopping); safe from any thread."""
+        """End a wait in ready() early (the loop is stopping); safe from any thread."""
+        ...
+
+    def release(self, path: Path) -> None:
+        """Offer this frame again at the next pass (it could not be recorded yet)."""
         ...
 
     def stop(self) -> None: ...

@@ -8,7 +8,6 @@ the audit sample) are ever encoded and written, so blanks cost no SD-card writes
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,8 @@ from functools import cached_property
 from typing import Protocol
 
 import numpy as np
+
+from firmware_app.hashing import sha256_bytes
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class CapturedFrame:
     @cached_property
     def pixel_sha256(self) -> str:
         """Identifies a frame that was never written (a blank); hashed once, however often asked."""
-        return hashlib.sha256(self.rgb.tobytes()).hexdigest()
+        return sha256_bytes(self.rgb.tobytes())
 
 
 class Camera(Protocol):

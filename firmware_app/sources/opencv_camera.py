@@ -31,7 +31,6 @@ class OpenCVCamera:
                 ) from None
         self._cv2: Any = module
         self._cap: Any = None
-        self._last: np.ndarray | None = None
 
     def start(self) -> None:
         device: int | str = int(self.settings.device) if self.settings.device.isdigit() else self.settings.device
@@ -48,7 +47,6 @@ class OpenCVCamera:
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
             raise CameraError(f"camera.device = {self.settings.device!r}: no frame (unplugged, or the stream ended)")
-        self._last = bgr
         return bgr
 
     def lores(self) -> np.ndarray:

@@ -7,13 +7,15 @@ Two kinds, both cheap enough for a Pi Zero 2 and free of hardware imports at mod
   stream. It is frame-driven (`update(grey, now) -> bool`), so the camera source, which owns the
   frame loop, calls it for each lores frame instead of waiting on it.
 
-A blocking trigger follows the `Trigger` protocol below, so the source can wait on a PIR (or a
-test double) without knowing which one it has.
+A blocking trigger follows the `Trigger` protocol below, a frame-driven one the `Motion` protocol,
+so the camera loop can use a PIR, a motion detector (or a test double) without knowing which.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from firmware_app.errors import BlankfilterError
 
@@ -30,4 +32,14 @@ class Trigger(Protocol):
 
     def close(self) -> None:
         """Release the hardware; a pending or later `wait` returns False."""
+        ...
+
+
+class Motion(Protocol):
+    def update(self, grey: np.ndarray, now: float) -> bool:
+        """Feed one lores frame (greyscale HxW uint8); True when it shows motion."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the background (after a burst: the light or the scene may have changed)."""
         ...

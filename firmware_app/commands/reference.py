@@ -1,4 +1,4 @@
-"""`blankfilter reference ...` and the loading of camera context for `run`.
+"""`blankfilter reference ...`: the cameras' known-empty reference frames (camera context).
 
 blankfilter reference add FILES... [--camera CAM] [--mode day|ir]   known-empty frames of a camera
 blankfilter reference capture [--camera CAM] [--count 3]            the next frames become references
@@ -9,61 +9,21 @@ blankfilter reference reset (--camera CAM | --all) [--mode day|ir]  after moving
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from firmware_app.commands.common import add_common, config_from_args
 from firmware_app.config import Config
-from firmware_app.context import CameraContext, ContextSettings, lighting_mode
 from firmware_app.context.bank import ANY_CAMERA, MODES, ReferenceBank
-from firmware_app.context.extractor import FeatureExtractor, default_extractor_path, load_extractor
+from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.decision import camera_of
-from firmware_app.errors import ConfigError, ImageError, ModelError
-from firmware_app.imaging import prepare_jpeg_views
+from firmware_app.errors import ConfigError, ImageError
 
 log = logging.getLogger(__name__)
 
 
-def open_extractor(config: Config, required: bool) -> FeatureExtractor | None:
-    """The configured extractor; without one configured, the shipped one, if it is there."""
-    c, m = config.context, config.model
-    if c.extractor:
-        return load_extractor(Path(c.extractor), m.threads, m.edgetpu, m.runtime)
-    try:
-        path = default_extractor_path()
-    except ModelError as exc:
-        if required:
-            raise
-        log.warning("camera context off: %s", exc)
-        return None
-    return load_extractor(path, m.threads, m.edgetpu, m.runtime)
-
-
-def open_bank(config: Config, extractor: FeatureExtractor) -> ReferenceBank:
-    config.store.root.mkdir(parents=True, exist_ok=True)
-    return ReferenceBank(config.bank_path, extractor.card.label, config.context.max_references)
-
-
-def load_context(config: Config) -> CameraContext | None:
-    """Camera context for `run`: None when switched off (context.enabled = false) or not installed."""
-    if not config.context.enabled:
-        return None
-    extractor = open_extractor(config, required=False)
-    if extractor is None:
-        return None
-    c = config.context
-    settings = ContextSettings(
-        cutoff=c.cutoff if c.cutoff is not None else extractor.card.cutoff,
-        veto=c.veto,
-        drift_limit=c.drift_limit,
-        topup_spacing_s=c.topup_spacing_s,
-    )
-    return CameraContext(extractor, open_bank(config, extractor), settings)
-
-
-# -- the `reference` command ----------------------------------------------------------------------
-def register(sub: Any, add_common: Any) -> None:
+def register(sub: Any) -> None:
     ref = sub.add_parser("reference", help="the cameras' known-empty reference frames (camera context)")
     verbs = ref.add_subparsers(dest="verb", required=True)
     add = verbs.add_parser("add", help="add known-empty frames of one camera as references")
@@ -91,7 +51,7 @@ def register(sub: Any, add_common: Any) -> None:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Config, FeatureExtractor, ReferenceBank]:
-    from firmware_app.cli import config_from_args
+    from firmware_app.app import open_bank, open_extractor
 
     config = config_from_args(args)
     extractor = open_extractor(config, required=True)
@@ -100,7 +60,7 @@ def _setup(args: argparse.Namespace) -> tuple[Config, FeatureExtractor, Referenc
 
 
 def camera_for(path: Path, inbox: Path) -> str:
-    """A file inside the inbox belongs to the camera of its sub-folder, as the pipeline sees it."""
+    """A file inside the inbox belongs to the camera of its sub-folder, as the folder loop sees it."""
     try:
         return camera_of(path.resolve().relative_to(inbox.resolve()).as_posix())
     except ValueError:
@@ -108,19 +68,17 @@ def camera_for(path: Path, inbox: Path) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from firmware_app.cli import load_model
-    from firmware_app.pipeline import imaging_settings
+    from firmware_app.app import context_settings, load_model
+    from firmware_app.context import CameraContext
+    from firmware_app.judge import Judge
 
     config, extractor, bank = _setup(args)
-    # The classifier's score of each reference tells, later, whether it knows this scene (its veto).
-    classifier = load_model(config)
-    settings, failed = imaging_settings(config), 0
+    context = CameraContext(extractor, bank, context_settings(config, extractor))
+    judge, failed = Judge(config, load_model(config), context), 0
     for path in args.files:
         camera = args.camera or camera_for(path, config.source.inbox)
         try:
-            data = path.read_bytes()
-            # as the pipeline sees it: the classifier's view (mode, score) and the extractor's
-            seen, prepared = prepare_jpeg_views(data, [classifier.card.input, extractor.card.input], settings)
+            mode, added = judge.add_reference(path.read_bytes(), camera, args.mode, str(path))
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror or exc}): not added")
             failed += 1
@@ -129,9 +87,6 @@ def cmd_add(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}: not added")
             failed += 1
             continue
-        mode = args.mode or lighting_mode(seen.exposure)
-        added = bank.add(camera, mode, extractor.features(prepared.pixels), origin="manual", source=str(path),
-                         sha256=hashlib.sha256(data).hexdigest(), score=classifier.score(seen.pixels))  # fmt: skip
         print(f"{path}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
     bank.close()
     return 1 if failed else 0

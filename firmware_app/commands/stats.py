@@ -1,0 +1,57 @@
+"""`blankfilter stats`: what the ledger says: frames per day, actions, context states, the outbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from firmware_app.commands.common import EXIT_OK, add_common, config_from_args
+from firmware_app.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    stats = sub.add_parser("stats", help="summarise the ledger")
+    add_common(stats, model_flags=False)
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from firmware_app.ledger import Ledger
+
+    config = config_from_args(args)
+    if not config.ledger_path.exists():
+        raise ConfigError(f"no ledger at {config.ledger_path} yet: `blankfilter run` creates it (store.root)")
+    ledger = Ledger(config.ledger_path)
+    stats = ledger.stats()
+    ledger.close()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ratio = "-" if stats["blank_ratio"] is None else f"{stats['blank_ratio']:.1%}"
+    console.print(
+        f"[bold]{config.ledger_path}[/]: {stats['frames']} frames in {stats['bursts']} bursts, "
+        f"blank ratio {ratio}, {stats['pending']} pending, {stats['skipped']} non-frame files skipped"
+    )
+    table = Table("day (UTC)", "frames", "blank", "non-blank", "failed (kept)")
+    for day, total, blank, nonblank, unknown in stats["days"]:
+        table.add_row(day, str(total), str(blank or 0), str(nonblank or 0), str(unknown or 0))
+    console.print(table)
+    actions = Table("action", "frames")
+    for action, count in sorted(stats["by_action"].items()):
+        actions.add_row(str(action), str(count))
+    console.print(actions)
+    for model, version, count in stats["models"]:
+        console.print(f"model {model} {version}: {count} frames")
+    context = ", ".join(f"{state} {n}" for state, n in sorted(stats["context"].items()))
+    console.print(f"camera context (scored frames): {context or '-'}")
+    waiting, oldest = stats["outbox"]["undelivered"], stats["outbox"]["oldest"]
+    console.print(f"MQTT outbox: {waiting} event(s) not yet delivered" + (f" (oldest {oldest})" if oldest else ""))
+    for path, error in stats["recent_errors"]:
+        console.print(f"[yellow]{path}[/]: {error}")
+    return EXIT_OK
