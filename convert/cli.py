@@ -109,6 +109,7 @@ def register(sub: Any) -> None:
     ctx.add_argument("--context", action="store_true", help="replay through the camera-context path vs the classifier")
     ctx.add_argument("--extractor", type=Path, help="feature model .tflite (default: the shipped one)")
     ctx.add_argument("--seed-blanks", type=int, default=3, help="known blanks per camera and mode to seed (default 3)")
+    ctx.add_argument("--decisions", type=Path, metavar="CSV", help="write each frame's decision and context state here")
     ctx.add_argument(
         "--references",
         type=Path,
@@ -227,6 +228,8 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     result |= {"labels": str(args.labels), "classifier": classifier.card.label, "extractor": extractor.card.label,
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
     context_eval.render(result)
+    if args.decisions:
+        context_eval.write_decisions(rows, args.decisions)
     if args.save_scores:  # the context-decided frames' context scores: `tune --scores` picks their cutoff
         write_scores(context_eval.context_scores(rows), args.save_scores)
     if args.json_out:

@@ -296,3 +296,18 @@ def context_scores(rows: list[ReplayFrame]) -> list[Any]:
         for r in rows
         if r.context_score is not None
     ]
+
+
+def write_decisions(rows: list[ReplayFrame], out: Path) -> None:
+    """Per frame, what the judge decided: the same columns the trap's ledger holds for a frame."""
+    import csv
+
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "camera", "burst", "score", "context_state", "context_score", "decision"])
+        for r in rows:
+            a = r.assessment
+            writer.writerow([
+                r.frame.path, r.frame.label, r.camera, r.burst, "" if r.score is None else f"{r.score:.6f}",
+                a.state if a else "", "" if a is None or a.score is None else f"{a.score:.6f}", r.verdict or "",
+            ])  # fmt: skip

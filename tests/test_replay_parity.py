@@ -1,0 +1,103 @@
+"""One judge: `blankfilter eval --context` (the workstation replay) and `blankfilter run` (the trap)
+decide the same labelled frames, in the same time order, identically: the same per-frame decision,
+context state and scores. Both as real subprocesses, the shipped model and extractor, real SQLite."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conftest import FRAMES
+from PIL import Image, ImageEnhance, ImageOps
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+# camera -> (reference frames, bursts of frames); a variant letter: "f" mirrored, "b" brighter
+CAMERAS = {
+    "camA": (
+        ["missouri/SEQ75192_IMG_0004.JPG", "missouri/SEQ75192_IMG_0005.JPG"],
+        [["missouri/SEQ75192_IMG_0001.JPG", "missouri/SEQ75192_IMG_0002.JPG"], ["missouri/SEQ75192_IMG_0003.JPG"],
+         ["missouri/SEQ75192_IMG_0004.JPG:b", "missouri/SEQ75192_IMG_0005.JPG:b"]],
+    ),
+    "camB": (
+        ["wellington/1200_1-0.JPG", "wellington/1200_2-0.JPG"],
+        [["wellington/11374_1-1.JPG", "wellington/11374_2-1.JPG", "wellington/11374_3-1.JPG"],
+         ["wellington/1200_3-0.JPG"], ["wellington/1200_3-0.JPG:f"]],
+    ),
+}  # fmt: skip
+
+
+def write_frame(source: str, dest: Path, when: datetime) -> None:
+    """A fixture frame re-saved with its capture time in EXIF (the trap's clock, and the replay's)."""
+    name, _, variant = source.partition(":")
+    image = Image.open(FRAMES / name).convert("RGB")
+    if variant == "f":
+        image = ImageOps.mirror(image)
+    elif variant == "b":
+        image = ImageEnhance.Brightness(image).enhance(1.15)
+    exif = Image.Exif()
+    exif[0x0132] = when.strftime("%Y:%m:%d %H:%M:%S")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    image.save(dest, "JPEG", quality=92, exif=exif)
+
+
+def make_frames(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """inbox/<camera>/... for the trap, frames.csv (the same files) and refs.csv for the replay."""
+    inbox, refs_dir = tmp_path / "inbox", tmp_path / "refs"
+    rows, ref_rows = [], []
+    for c, (camera, (refs, bursts)) in enumerate(CAMERAS.items()):
+        for r, source in enumerate(refs):
+            dest = refs_dir / camera / f"ref{r}.jpg"
+            write_frame(source, dest, T0 - timedelta(days=1))
+            ref_rows.append([f"{camera}/ref{r}.jpg", "blank", camera, "", camera, ""])
+        for b, burst in enumerate(bursts):
+            for i, source in enumerate(burst):
+                when = T0 + timedelta(hours=c, minutes=10 * b, seconds=i)
+                rel = f"{camera}/b{b}_{i}.jpg"
+                write_frame(source, inbox / rel, when)
+                rows.append([f"inbox/{rel}", "blank", camera, f"b{b}", camera, when.strftime("%Y:%m:%d %H:%M:%S")])
+    header = ["path", "label", "location", "sequence", "camera", "datetime"]
+    # The trap's inbox holds only frames: the replay's CSV goes beside it.
+    for path, table in ((tmp_path / "frames.csv", rows), (refs_dir / "refs.csv", ref_rows)):
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows([header, *table])
+    return inbox, tmp_path / "frames.csv", refs_dir / "refs.csv"
+
+
+def test_eval_context_replay_and_run_decide_every_frame_identically(tmp_path: Path, run_cli: RunCli) -> None:
+    inbox, frames_csv, refs_csv = make_frames(tmp_path)
+    decisions = tmp_path / "replay.csv"
+    run_cli("eval", "--context", "--labels", frames_csv, "--references", refs_csv, "--decisions", decisions,
+            "--quiet", check_rc=0)  # fmt: skip
+    with decisions.open() as fh:
+        replayed = {Path(r["path"]).relative_to(inbox).as_posix(): r for r in csv.DictReader(fh)}
+
+    store = tmp_path / "store"
+    common = ["--set", f"source.inbox={inbox}", "--set", f"store.root={store}", "--set", "store.min_free_mb=0",
+              "--set", "context.topup_spacing_s=0", "--set", "source.settle_s=0"]  # fmt: skip
+    for camera in CAMERAS:
+        refs = sorted((refs_csv.parent / camera).glob("*.jpg"))
+        run_cli("reference", "add", *refs, "--camera", camera, *common, check_rc=0)
+    run_cli("run", "--once", *common, check_rc=0)
+    db = sqlite3.connect(store / "ledger.db")
+    ran = {p: (d, s, cs, st) for p, d, s, cs, st in
+           db.execute("SELECT path, decision, score, context_score, context_state FROM frames")}  # fmt: skip
+    db.close()
+
+    assert set(ran) == set(replayed) and len(ran) == 10
+    states = set()
+    for path, (decision, score, context_score, state) in ran.items():
+        r = replayed[path]
+        assert (decision, state or "") == (r["decision"], r["context_state"]), path
+        assert abs(score - float(r["score"])) < 1e-6, path
+        if context_score is not None or r["context_score"]:
+            assert abs(context_score - float(r["context_score"])) < 1e-5, path
+        states.add(state)
+    # The comparison means something only if context actually judged frames here.
+    assert "matched" in states, states
+    assert {d for d, *_ in ran.values()} == {"blank", "nonblank"}
