@@ -45,14 +45,12 @@ def decode_naive(data: bytes, want: tuple[int, int], settings: ImagingSettings) 
     return upright.convert("RGB")
 
 
-def run_variant(args: argparse.Namespace) -> dict[str, Any]:
+def run_variant(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     from firmware_app.actions import Action, Verdict
     from firmware_app.app import load_model
-    from firmware_app.commands.common import config_from_args
     from firmware_app.ledger import Decision, Ledger, NewFrame
     from firmware_app.store import Store
 
-    config = config_from_args(args)
     classifier = load_model(config)
     settings = ImagingSettings.from_config(config.imaging)
     spec: InputSpec = classifier.card.input
@@ -210,9 +208,10 @@ def render(reduced: dict[str, Any], naive: dict[str, Any], out: Callable[[str], 
     )
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, config: Config) -> int:
+    """`config`: the parsed `--config` / `--set` / model flags (each variant's child parses its own)."""
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        print(json.dumps(run_variant(args, config)))
         return 0
     results = {variant: spawn(variant, _child_args(args)) for variant in ("reduced", "naive")}
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from firmware_app.commands.common import add_common
+from firmware_app.commands.common import add_common, config_from_args
 
 
 def register(sub: Any) -> None:
@@ -22,4 +22,4 @@ def register(sub: Any) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from firmware_app.bench import main as bench_main
 
-    return bench_main(args)
+    return bench_main(args, config_from_args(args))
