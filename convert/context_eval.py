@@ -25,7 +25,7 @@ from convert.scoring import progress_bar
 from firmware_app.actions import ContextState, Verdict
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
-from firmware_app.context import Assessment, CameraContext, ContextSettings, FrameFacts
+from firmware_app.context import Assessment, CameraContext, ContextSettings, FrameFacts, lighting_mode
 from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.decision import Candidate, Cutoffs, frame_decision
@@ -98,55 +98,86 @@ def _read(row: ReplayFrame) -> bytes | None:
         return None
 
 
+def lighting(judge: Judge, data: bytes) -> str | None:
+    """A frame's lighting mode as the trap sees it (None: it cannot be decoded)."""
+    views = judge.prepare_jpeg(data, NO_CAMERA)  # the classifier's view only
+    return lighting_mode(views.prepared.exposure) if views.prepared is not None else None
+
+
 def seed(judge: Judge, camera: str, rows: list[ReplayFrame], seed_blanks: int) -> None:
-    """The first `seed_blanks` known blanks of each lighting mode become references, tagged with
-    their burst so that no frame is ever compared with its own burst."""
+    """The first `seed_blanks` known blanks of each lighting mode become references (their info bars
+    found across them, as `reference add` does), tagged with their burst so that no frame is ever
+    compared with its own burst."""
     seeded: Counter[str] = Counter()
+    chosen: list[tuple[ReplayFrame, bytes]] = []
     for row in rows:
         data = None if row.y else _read(row)
-        if data is None:
+        mode = lighting(judge, data) if data is not None else None
+        if data is None or mode is None or seeded[mode] >= seed_blanks:
             continue
-        try:
-            mode, features, score = judge.reference(data)
-        except ImageError:
-            continue
-        if seeded[mode] >= seed_blanks:
-            continue
-        assert judge.context is not None
-        judge.context.bank.add(camera, mode, features, origin="manual", source=str(row.frame.path),
-                               sha256=sha256_bytes(data), burst=row.burst, captured_ts=float(row.index),
-                               score=score)  # fmt: skip
         seeded[mode] += 1
-        row.seed = True
+        chosen.append((row, data))
+    outcomes = judge.add_references(camera, [(data, str(row.frame.path)) for row, data in chosen],
+                                    bursts=[row.burst for row, _ in chosen],
+                                    times=[float(row.index) for row, _ in chosen])  # fmt: skip
+    for (row, _), outcome in zip(chosen, outcomes, strict=True):
+        row.seed = not isinstance(outcome, ImageError)
+
+
+def frame_time(row: ReplayFrame, views: Views) -> float:
+    """The replay's clock: the CSV's capture time, else the frame's EXIF time, else its place in order."""
+    captured = views.prepared.captured_at if views.prepared else None
+    ts = _taken_ts(row.frame.taken) or (captured.replace(tzinfo=UTC).timestamp() if captured else None)
+    return float(row.index) if ts is None else ts
+
+
+def judge_burst(judge: Judge, camera: str, burst: str, frames: list[ReplayFrame], learn: bool) -> None:
+    """One burst, exactly as the trap's loops judge it: see every frame, decide the burst, and (in
+    time order) let a discarded burst top the bank up."""
+    judge.refresh()  # the bank may have grown: which cameras want a feature pass, and their crops
+    candidates, learnable = [], []
+    for row in frames:
+        data = _read(row)
+        views = judge.prepare_jpeg(data, camera) if data is not None else Views(None, None, "cannot read")
+        row.sha256 = sha256_bytes(data) if data is not None else ""
+        ts = frame_time(row, views)
+        seen = judge.see(views, camera, FrameFacts(str(row.frame.path), row.sha256, ts, burst, None, judge.cutoff))
+        row.score, row.assessment = seen.score, seen.assessment
+        row.mode = seen.assessment.mode if seen.assessment else row.mode
+        gamma = seen.prepared.gamma if seen.prepared else None
+        candidates.append(Candidate(row.index, str(row.frame.path), row.sha256, ts, burst, seen.score,
+                                    seen.context_score, gamma, seen.context_state))  # fmt: skip
+        learnable.append(top_up_frame(str(row.frame.path), row.sha256, ts, seen))
+    verdict = judge.decide(candidates, low_disk=False, on_disk=True, key=burst)
+    for row, v in zip(frames, verdict.verdicts, strict=True):
+        row.verdict = v
+    if learn and verdict.blank:
+        judge.learn(camera, burst, learnable)
+
+
+def bursts_of(rows: list[ReplayFrame]) -> dict[str, list[ReplayFrame]]:
+    bursts: dict[str, list[ReplayFrame]] = {}
+    for row in rows:
+        bursts.setdefault(row.burst, []).append(row)
+    return bursts
 
 
 def replay_camera(judge: Judge, camera: str, rows: list[ReplayFrame]) -> None:
     """Judge, decide and learn burst by burst, in time order, with the trap's own judge."""
-    bursts: dict[str, list[ReplayFrame]] = {}
-    for row in rows:
-        bursts.setdefault(row.burst, []).append(row)
-    for burst, frames in bursts.items():
-        judge.refresh()  # the bank may have grown: which cameras want a feature pass
-        candidates, learnable = [], []
-        for row in frames:
-            data = _read(row)
-            views = judge.prepare_jpeg(data, camera) if data is not None else Views(None, None, "cannot read")
-            row.sha256 = sha256_bytes(data) if data is not None else ""
-            captured = views.prepared.captured_at if views.prepared else None
-            ts = _taken_ts(row.frame.taken) or (captured.replace(tzinfo=UTC).timestamp() if captured else None)
-            ts = float(row.index) if ts is None else ts
-            seen = judge.see(views, camera, FrameFacts(str(row.frame.path), row.sha256, ts, burst, None, judge.cutoff))
-            row.score, row.assessment = seen.score, seen.assessment
-            row.mode = seen.assessment.mode if seen.assessment else row.mode
-            gamma = seen.prepared.gamma if seen.prepared else None
-            candidates.append(Candidate(row.index, str(row.frame.path), row.sha256, ts, burst, seen.score,
-                                        seen.context_score, gamma))  # fmt: skip
-            learnable.append(top_up_frame(str(row.frame.path), row.sha256, ts, seen))
-        verdict = judge.decide(candidates, low_disk=False, on_disk=True, key=burst)
-        for row, v in zip(frames, verdict.verdicts, strict=True):
-            row.verdict = v
-        if verdict.blank:
-            judge.learn(camera, burst, learnable)
+    for burst, frames in bursts_of(rows).items():
+        judge_burst(judge, camera, burst, frames, learn=True)
+
+
+def group_by_camera(frames: list[LabelledFrame]) -> dict[str, list[ReplayFrame]]:
+    by_camera: dict[str, list[LabelledFrame]] = {}
+    for frame, camera in zip(frames, camera_keys(frames), strict=True):
+        by_camera.setdefault(camera, []).append(frame)
+    return {
+        camera: [
+            ReplayFrame(f, camera, f"{camera}|{f.sequence or f.path.name}", i) for i, f in enumerate(time_order(group))
+        ]
+        for camera, group in sorted(by_camera.items())
+    }
 
 
 def replay(
@@ -160,34 +191,104 @@ def replay(
     imaging: ImagingSettings | None = None,
     show_progress: bool = True,
 ) -> list[ReplayFrame]:
-    """`config`: the trap's (the classifier cutoff, context.max_references); `settings` the context's."""
-    by_camera: dict[str, list[LabelledFrame]] = {}
-    for frame, camera in zip(frames, camera_keys(frames), strict=True):
-        by_camera.setdefault(camera, []).append(frame)
+    """Time order: `config` is the trap's (the classifier cutoff, context.max_references); `settings`
+    the context's. The bank of each camera starts from `references` (else seeds) and grows by top-up."""
     known: dict[str, list[LabelledFrame]] = {}
     for frame, camera in zip(references or [], camera_keys(references or []), strict=True):
         known.setdefault(camera, []).append(frame)
     out: list[ReplayFrame] = []
     with progress_bar("replaying", show_progress) as bar:
         task = bar.add_task("replaying", total=len(frames))
-        for camera, group in sorted(by_camera.items()):
+        for camera, rows in group_by_camera(frames).items():
             bank = ReferenceBank(Path(":memory:"), extractor.card.label, config.context.max_references)
             context = CameraContext(extractor, bank, settings) if camera != NO_CAMERA else None
             judge = Judge(config, classifier, context, imaging)
-            rows = [
-                ReplayFrame(f, camera, f"{camera}|{f.sequence or f.path.name}", i)
-                for i, f in enumerate(time_order(group))
-            ]
             if context is not None:
-                for ref in known.get(camera, []):
-                    judge.add_reference(ref.path.read_bytes(), camera, None, str(ref.path))
-                if references is None:
+                if references is not None:
+                    refs = [(ref.path.read_bytes(), str(ref.path)) for ref in known.get(camera, [])]
+                    judge.add_references(camera, refs)
+                else:
                     seed(judge, camera, rows, seed_blanks)
             replay_camera(judge, camera, rows)
             bank.close()
             out.extend(rows)
-            bar.advance(task, len(group))
+            bar.advance(task, len(rows))
     return out
+
+
+def deployment(
+    frames: list[LabelledFrame],
+    classifier: Classifier,
+    extractor: FeatureExtractor,
+    settings: ContextSettings,
+    config: Config,
+    per_mode: int = 3,
+    min_gap_h: float = 2.0,
+    imaging: ImagingSettings | None = None,
+    show_progress: bool = True,
+) -> list[ReplayFrame]:
+    """Deployment mode: every burst judged as a user sets a trap up. A fresh bank per burst holds up
+    to `per_mode` known blanks of the same camera for each lighting mode, drawn (reproducibly) from
+    its other bursts at least `min_gap_h` hours away when capture times are known, never the frame or
+    its burst; `reference add` adds them (their info bars found across them); no top-up. A burst
+    whose camera has no such blanks is decided by the classifier, as on a trap before references."""
+    out: list[ReplayFrame] = []
+    with progress_bar("deployment replay", show_progress) as bar:
+        task = bar.add_task("deployment replay", total=len(frames))
+        for camera, rows in group_by_camera(frames).items():
+            plain = Judge(config, classifier, None, imaging)
+            pool = _reference_pool(plain, rows) if camera != NO_CAMERA else []
+            for burst, members in bursts_of(rows).items():
+                picked = _pick(pool, burst, [frame_time(r, Views(None, None, None)) for r in members],
+                               per_mode, min_gap_h)  # fmt: skip
+                bank = ReferenceBank(Path(":memory:"), extractor.card.label, config.context.max_references)
+                judge = Judge(config, classifier, CameraContext(extractor, bank, settings), imaging)
+                if picked:
+                    judge.add_references(camera, [(data, str(r.frame.path)) for r, data, _, _ in picked],
+                                         bursts=[r.burst for r, *_ in picked])  # fmt: skip
+                judge_burst(judge if picked else plain, camera, burst, members, learn=False)
+                bank.close()
+                bar.advance(task, len(members))
+            out.extend(rows)
+    return out
+
+
+def _reference_pool(judge: Judge, rows: list[ReplayFrame]) -> list[tuple[ReplayFrame, bytes, str, float | None]]:
+    """The camera's known blanks that could serve as references: (row, bytes, lighting mode, time)."""
+    pool = []
+    for row in rows:
+        data = None if row.y else _read(row)
+        mode = lighting(judge, data) if data is not None else None
+        if data is not None and mode is not None:
+            pool.append((row, data, mode, _taken_ts(row.frame.taken)))
+    return pool
+
+
+def _pick(
+    pool: list[tuple[ReplayFrame, bytes, str, float | None]],
+    burst: str,
+    times: list[float],
+    per_mode: int,
+    min_gap_h: float,
+) -> list[tuple[ReplayFrame, bytes, str, float | None]]:
+    """Up to `per_mode` references per lighting mode from other bursts, far enough in time, in a
+    random order seeded by the burst (reproducible, and not biased toward the nearest frames)."""
+    import random
+
+    known_times = [t for t in times if t is not None and t > 1e6]  # real times, not the index clock
+    eligible = [
+        item for item in pool
+        if item[0].burst != burst
+        and not (known_times and item[3] is not None and min(abs(item[3] - t) for t in known_times) < min_gap_h * 3600)
+    ]  # fmt: skip
+    random.Random(burst).shuffle(eligible)
+    picked: list[tuple[ReplayFrame, bytes, str, float | None]] = []
+    counts: Counter[str] = Counter()
+    for item in eligible:
+        if counts[item[2]] < per_mode:
+            counts[item[2]] += 1
+            picked.append(item)
+    return picked
 
 
 def trap_config(cutoff: float | None, max_references: int, topup_spacing_s: float) -> Config:

@@ -69,6 +69,7 @@ def context_settings(config: Config, extractor: FeatureExtractor) -> ContextSett
     return ContextSettings(
         cutoff=c.cutoff if c.cutoff is not None else extractor.card.cutoff,
         veto=c.veto,
+        veto_margin=c.veto_margin,
         drift_limit=c.drift_limit,
         topup_spacing_s=c.topup_spacing_s,
     )

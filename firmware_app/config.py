@@ -111,10 +111,17 @@ class ContextSection:
     extractor: str = opt("", "feature model .tflite; empty: the shipped one in models/context/")
     cutoff: float | None = opt(None, "context score at or over which a frame is kept; unset: the card's", lo=0, hi=2)
     veto: float = opt(
-        0.5, "classifier p at or over which the classifier decides, at cameras where it calls the references blank",
+        0.5, "classifier p at or over which a frame is kept whatever its context (with context.veto_margin)",
         lo=0, hi=1,
     )  # fmt: skip
-    drift_limit: float = opt(0.25, "median cell distance over which references no longer fit the scene", lo=0, hi=2)
+    veto_margin: float = opt(
+        2.0, "logit units the classifier must score over its highest score of the camera's references to veto",
+        lo=0, hi=20,
+    )  # fmt: skip
+    drift_limit: float = opt(
+        0.4, "25th-percentile cell distance over which references no longer fit the scene (then the classifier "
+        "must agree before a frame is called blank)", lo=0, hi=2,
+    )  # fmt: skip
     max_references: int = opt(12, "references kept per camera and lighting mode", lo=1, hi=200)
     topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often", lo=0)
 

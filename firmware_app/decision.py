@@ -4,9 +4,13 @@ A burst is the frames of one trigger. Camera traps shoot 3 or more frames a trig
 is often in only one of them, so a burst is kept whole if any frame scores at or over the cutoff.
 A frame that could not be scored counts as non-blank: we fail open, never discard the unknown.
 
-With camera context (firmware_app/context/), a frame whose scene matched the camera's references is
-judged by its context score instead of the classifier's (`context_score` is set only then; where the
-classifier's veto applies, the context layer leaves it unset and the classifier decides).
+With camera context (firmware_app/context/), context can only ever discard where the frame's scene
+matched the camera's references; everywhere else it can only keep more (`is_blank`):
+- matched: the context score decides (a local change keeps the frame, whatever the classifier says);
+- drift or inconsistent references (the scene no longer fits them): blank only if the context
+  score AND the classifier both say blank: an unknown scene fails open;
+- vetoed (the classifier is sure of an animal, and that means something at this camera), no
+  references, captured, failed: the classifier alone.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from firmware_app.actions import Action, Verdict
+from firmware_app.actions import Action, ContextState, Verdict
 from firmware_app.hashing import sha256_text
 
 
@@ -29,8 +33,9 @@ class Candidate:
     captured_ts: float
     burst_hint: str | None  # a source-given burst id wins over time gaps
     score: float | None  # None: scoring failed
-    context_score: float | None = None  # set only when the scene matched the camera's references
+    context_score: float | None = None  # the context score, when the frame was compared with references
     gamma: float | None = None  # gamma applied before scoring (1.0: none), for the event
+    context_state: ContextState | None = None  # what camera context made of it (None: not used)
 
 
 def camera_of(path: str) -> str:
@@ -74,19 +79,30 @@ def _cutoffs(cutoff: float | Cutoffs) -> Cutoffs:
     return cutoff if isinstance(cutoff, Cutoffs) else Cutoffs(cutoff)
 
 
-def is_blank(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> bool:
-    """A frame is blank only when it was scored and scored under the cutoff: the context cutoff when
-    its scene matched the camera's references, else the classifier's."""
+def is_blank(
+    score: float | None,
+    cutoff: float | Cutoffs,
+    context_score: float | None = None,
+    context_state: ContextState | None = None,
+) -> bool:
+    """A frame is blank only when it was scored and every judge that applies calls it blank (see the
+    module docstring). A context score without a state is a matched scene."""
     if score is None:
         return False
     c = _cutoffs(cutoff)
-    if context_score is not None:
+    classifier_blank = score < c.classifier
+    if context_score is None:
+        return classifier_blank
+    state = context_state or ContextState.MATCHED
+    if state == ContextState.MATCHED:
         return context_score < c.context
-    return score < c.classifier
+    if state in (ContextState.DRIFT, ContextState.INCONSISTENT):
+        return classifier_blank and context_score < c.context
+    return classifier_blank
 
 
 def burst_is_blank(burst: Sequence[Candidate], cutoff: float | Cutoffs) -> bool:
-    return all(is_blank(frame.score, cutoff, frame.context_score) for frame in burst)
+    return all(is_blank(frame.score, cutoff, frame.context_score, frame.context_state) for frame in burst)
 
 
 def burst_id(burst: Sequence[Candidate]) -> str:
@@ -106,10 +122,15 @@ def audit_pick(burst_key: str, rate: float) -> bool:
     return draw < rate
 
 
-def frame_decision(score: float | None, cutoff: float | Cutoffs, context_score: float | None = None) -> Verdict:
+def frame_decision(
+    score: float | None,
+    cutoff: float | Cutoffs,
+    context_score: float | None = None,
+    context_state: ContextState | None = None,
+) -> Verdict:
     if score is None:
         return Verdict.UNKNOWN
-    return Verdict.BLANK if is_blank(score, cutoff, context_score) else Verdict.NONBLANK
+    return Verdict.BLANK if is_blank(score, cutoff, context_score, context_state) else Verdict.NONBLANK
 
 
 # What store.discard means for a blank burst; `on_disk`: the frames are files in the inbox already

@@ -36,12 +36,13 @@ from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
 from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFrame, lighting_mode
 from firmware_app.context.bank import BankError
+from firmware_app.context.bars import detect_info_bars
 from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, burst_is_blank, frame_decision
 from firmware_app.errors import BlankfilterError, ImageError
 from firmware_app.events.payloads import EventFrame, build_event, dumps
 from firmware_app.events.thumbnail import make_thumbnail, thumbnail_of
 from firmware_app.hashing import sha256_bytes
-from firmware_app.imaging import ImagingSettings, Prepared, prepare_array_views, prepare_jpeg_views
+from firmware_app.imaging import ImagingSettings, Prepared, decode_jpeg, prepare_array_views, prepare_jpeg_views
 from firmware_app.ledger import OutboxEvent
 from firmware_app.modelcard import InputSpec
 
@@ -70,9 +71,8 @@ class Seen:
 
     @property
     def context_score(self) -> float | None:
-        """The context score when it decides (the scene matched), else None: the classifier decides."""
-        a = self.assessment
-        return a.score if a is not None and a.decides else None
+        """The context score, when the frame was compared with references (its state says how it counts)."""
+        return self.assessment.score if self.assessment is not None else None
 
     @property
     def context_state(self) -> ContextState | None:
@@ -101,6 +101,7 @@ class Judge:
         self.cutoffs = Cutoffs(self.cutoff, context.settings.cutoff if context is not None else 0.5)
         # Which cameras are worth a feature pass: a snapshot the prefetch thread may read.
         self._context_cameras: frozenset[str] = frozenset()
+        self._crops: dict[str, tuple[float, float]] = {}  # camera -> its own info-bar crop
         self._capture_pending = False
         self._context_state: dict[tuple[str, str], ContextState] = {}  # (camera, mode) -> last, to log changes
 
@@ -120,6 +121,7 @@ class Judge:
             return
         try:
             self._context_cameras, self._capture_pending = self.context.cameras_wanted()
+            self._crops = self.context.bank.crops()
         except (BankError, sqlite3.Error) as exc:
             log.error("reference bank unreadable (%s): the classifier decides alone", exc)
             self._context_cameras, self._capture_pending = frozenset(), False
@@ -131,7 +133,7 @@ class Judge:
     def specs(self, camera: str) -> list[InputSpec]:
         specs = [self.classifier.card.input]
         if self.context is not None and self.wants_context(camera):
-            specs.append(self.context.extractor.card.input)
+            specs.append(self.context.input_for(self._crops.get(camera)))
         return specs
 
     def prepare_jpeg(self, data: bytes, camera: str) -> Views:
@@ -203,7 +205,7 @@ class Judge:
         """A closed burst: blank or not, and what happens to each frame (`decision.burst_actions`)."""
         key = key or burst_id(burst)
         blank = burst_is_blank(burst, self.cutoffs)
-        verdicts = [frame_decision(f.score, self.cutoffs, f.context_score) for f in burst]
+        verdicts = [frame_decision(f.score, self.cutoffs, f.context_score, f.context_state) for f in burst]
         s = self.config.store
         actions = burst_actions(burst, blank, key, s.discard, s.audit_rate, low_disk, on_disk)
         return BurstVerdict(key, blank, verdicts, actions)
@@ -222,37 +224,68 @@ class Judge:
             return False
 
     # -- references ---------------------------------------------------------------------------
-    def reference(self, data: bytes) -> tuple[str, np.ndarray, float]:
-        """A known-empty frame seen as the loops see frames: (lighting mode, features, classifier p).
-        The classifier's score of a reference tells later whether it knows this scene (its veto).
-        Raises ImageError for a frame that cannot be decoded."""
+    def reference(self, data: bytes, camera: str) -> tuple[str, np.ndarray, float]:
+        """A known-empty frame seen as the loops see this camera's frames: (lighting mode, features,
+        classifier p). The classifier's score of a reference tells later how sure it can be of
+        nothing at this camera (the veto's margin). Raises ImageError for a frame that cannot be decoded."""
+        context = self._need_context()
+        specs = [self.classifier.card.input, context.input_for(context.bank.crops().get(camera))]
+        seen, view = prepare_jpeg_views(data, specs, self.imaging)
+        return lighting_mode(seen.exposure), context.extractor.features(view.pixels), self.classifier.score(seen.pixels)
+
+    def find_bars(self, camera: str, frames: Sequence[bytes]) -> tuple[float, float] | None:
+        """A camera's first references fix how its frames are cut: its own info bars (`context/bars.py`),
+        found across them. A camera that already has references keeps its crop (their features depend on
+        it: the card's, for references made before bars were found). Returns the crop set, or None."""
+        context = self._need_context()
+        if camera in context.bank.crops() or context.bank.has_camera(camera):
+            return None
+        greys: dict[tuple[int, int], list[np.ndarray]] = {}
+        spec = self.classifier.card.input
+        for data in frames:
+            try:
+                image, _, _ = decode_jpeg(data, (spec.width, spec.height), self.imaging)
+            except ImageError:
+                continue
+            greys.setdefault(image.size, []).append(np.asarray(image.convert("L")))
+        if not greys:
+            return None
+        top, bottom = detect_info_bars(max(greys.values(), key=len))
+        context.bank.set_crop(camera, top, bottom)
+        log.info("camera %s: info bars %.1f %% at the top, %.1f %% at the bottom: cut before comparing",
+                 camera, 100 * top, 100 * bottom)  # fmt: skip
+        return top, bottom
+
+    def add_references(
+        self,
+        camera: str,
+        frames: Sequence[tuple[bytes, str]],
+        mode: str | None = None,
+        bursts: Sequence[str | None] | None = None,
+        times: Sequence[float | None] | None = None,
+    ) -> list[tuple[str, bool] | ImageError]:
+        """`reference add` (and the replay's seeds): (data, source) frames of one camera become its
+        references, after its info bars are found when these are its first. Per frame: (the mode it
+        went to, whether it was new), or the ImageError that kept it out."""
+        context = self._need_context()
+        self.find_bars(camera, [data for data, _ in frames])
+        out: list[tuple[str, bool] | ImageError] = []
+        for i, (data, source) in enumerate(frames):
+            try:
+                seen_mode, features, score = self.reference(data, camera)
+            except ImageError as exc:
+                out.append(exc)
+                continue
+            added = context.bank.add(camera, mode or seen_mode, features, origin="manual", source=source,
+                                     sha256=sha256_bytes(data), burst=bursts[i] if bursts else None,
+                                     captured_ts=times[i] if times else None, score=score)  # fmt: skip
+            out.append((mode or seen_mode, added is not None))
+        return out
+
+    def _need_context(self) -> CameraContext:
         if self.context is None:
             raise BlankfilterError("camera context is off (context.enabled = false): no references to take")
-        specs = [self.classifier.card.input, self.context.extractor.card.input]
-        seen, view = prepare_jpeg_views(data, specs, self.imaging)
-        return (
-            lighting_mode(seen.exposure),
-            self.context.extractor.features(view.pixels),
-            self.classifier.score(seen.pixels),
-        )
-
-    def add_reference(
-        self,
-        data: bytes,
-        camera: str,
-        mode: str | None,
-        source: str,
-        *,
-        burst: str | None = None,
-        captured_ts: float | None = None,
-    ) -> tuple[str, bool]:
-        """`reference add` (and the replay's seeds): (the mode it went to, whether it was new)."""
-        seen_mode, features, score = self.reference(data)
-        assert self.context is not None
-        mode = mode or seen_mode
-        added = self.context.bank.add(camera, mode, features, origin="manual", source=source, sha256=sha256_bytes(data),
-                                      burst=burst, captured_ts=captured_ts, score=score)  # fmt: skip
-        return mode, added is not None
+        return self.context
 
     # -- 6. the event -------------------------------------------------------------------------
     def event(self, key: str, frames: list[EventFrame], best: Path | np.ndarray | None) -> OutboxEvent:

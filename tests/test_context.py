@@ -210,20 +210,22 @@ def test_top_up_only_from_bursts_both_call_blank(tmp_path: Path) -> None:
     assert ctx.top_up("cam1", "day", "k6", frames(1000, [0.01], [matched(0.1)]), 0.1)
 
 
-# -- the veto: only where the classifier knows the scene ------------------------------------------
+# -- the veto: a confident classifier is never overruled, at every camera ---------------------------
 TINY_FEATURES = Path(__file__).parent / "fixtures" / "models" / "tiny_features.tflite"
 
 
 @pytest.mark.parametrize(
     ("reference_score", "frame_score", "state"),
     [
-        (0.01, 0.7, ContextState.VETOED),  # it calls the empty scene empty and is sure of this frame: it decides
+        (0.01, 0.7, ContextState.VETOED),  # it calls the empty scene empty and is sure of this frame: kept
         (0.01, 0.3, ContextState.MATCHED),  # not sure enough
-        (0.9, 0.99, ContextState.MATCHED),  # it calls the empty scene an animal: its confidence means nothing here
-        (None, 0.99, ContextState.MATCHED),  # never scored the references: not trusted
+        (0.5, 0.96, ContextState.VETOED),  # empty frames score 0.5 here; 0.96 clears them by 2 logits: kept
+        (0.5, 0.79, ContextState.MATCHED),  # ... 0.79 does not: context decides
+        (0.99, 0.995, ContextState.MATCHED),  # a scene it always calls an animal (a tunnel floor): no veto
+        (None, 0.99, ContextState.VETOED),  # references never scored: the plain veto
     ],
 )
-def test_veto_only_where_the_classifier_calls_the_references_blank(
+def test_a_confident_classifier_is_not_overruled_where_its_confidence_means_something(
     tmp_path: Path, reference_score: float | None, frame_score: float, state: str
 ) -> None:
     from firmware_app.context import FrameFacts

@@ -174,3 +174,31 @@ def test_grouping_then_ids_survive_a_restart() -> None:
     first = [burst_id(b) for b in group_bursts(frames, gap_s=5)]
     again = [burst_id(b) for b in group_bursts(list(reversed(frames)), gap_s=5)]
     assert first == again and len(set(first)) == len(first)
+
+
+# -- camera context may only discard where the scene matched ------------------------------------------
+@pytest.mark.parametrize(
+    ("state", "score", "context_score", "blank"),
+    [
+        ("matched", 0.9, 0.1, True),  # the scene matched its references: context decides
+        ("matched", 0.01, 0.5, False),  # a local change keeps the frame whatever the classifier says
+        ("drift", 0.01, 0.1, True),  # drift: blank only if both say blank ...
+        ("drift", 0.5, 0.1, False),  # ... the classifier keeps it
+        ("drift", 0.01, 0.5, False),  # ... context keeps it
+        ("inconsistent", 0.5, 0.1, False),  # references that disagree: the same, fail open
+        ("vetoed", 0.9, 0.1, False),  # the classifier is sure: never overruled
+        ("no_references", 0.01, None, True),  # no context: the classifier alone
+        ("failed", 0.9, None, False),
+    ],
+)
+def test_context_can_discard_only_where_the_scene_matched(
+    state: str, score: float, context_score: float | None, blank: bool
+) -> None:
+    from firmware_app.actions import ContextState
+    from firmware_app.decision import Cutoffs
+
+    cutoffs = Cutoffs(classifier=0.1, context=0.3)
+    assert is_blank(score, cutoffs, context_score, ContextState(state)) is blank
+    # whatever the context, it can never discard a frame the classifier keeps unless the scene matched
+    if state != "matched":
+        assert not is_blank(score, cutoffs, context_score, ContextState(state)) or score < cutoffs.classifier

@@ -75,19 +75,23 @@ def cmd_add(args: argparse.Namespace) -> int:
     config, extractor, bank = _setup(args)
     context = CameraContext(extractor, bank, context_settings(config, extractor))
     judge, failed = Judge(config, load_model(config), context), 0
+    by_camera: dict[str, list[tuple[bytes, str]]] = {}
     for path in args.files:
-        camera = args.camera or camera_for(path, config.source.inbox)
         try:
-            mode, added = judge.add_reference(path.read_bytes(), camera, args.mode, str(path))
+            data = path.read_bytes()
         except OSError as exc:
             print(f"{path}: cannot read ({exc.strerror or exc}): not added")
             failed += 1
             continue
-        except ImageError as exc:
-            print(f"{path}: {exc}: not added")
-            failed += 1
-            continue
-        print(f"{path}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
+        by_camera.setdefault(args.camera or camera_for(path, config.source.inbox), []).append((data, str(path)))
+    for camera, frames in by_camera.items():
+        for (_, source), outcome in zip(frames, judge.add_references(camera, frames, args.mode), strict=True):
+            if isinstance(outcome, ImageError):
+                print(f"{source}: {outcome}: not added")
+                failed += 1
+            else:
+                mode, added = outcome
+                print(f"{source}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
     bank.close()
     return 1 if failed else 0
 

@@ -9,12 +9,16 @@ frames (its references, per lighting mode) is blank; an animal is a local change
 - `CameraContext` (here): what the pipeline calls per frame and per decided burst.
 
 The classifier still scores every frame: it decides alone when the camera has no references for
-this lighting mode, when the scene drifted away from them, and always keeps a frame it is sure of.
+this lighting mode, must agree before a frame whose scene drifted away from them is called blank,
+and always keeps a frame it is sure of (`veto_fires`). Context can only ever discard where it
+matched; everywhere else it can only keep more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +28,7 @@ from firmware_app.context.bank import ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
 from firmware_app.context.score import compare
 from firmware_app.imaging import Exposure
+from firmware_app.modelcard import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,31 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ContextSettings:
     cutoff: float  # context score at or over which a frame is kept
-    veto: float  # classifier p at or over which the classifier decides, where it calls the references blank
-    drift_limit: float  # median cell distance over which the references no longer describe the scene
+    veto: float  # classifier p at or over which (with the margin) a frame is kept whatever its context
+    drift_limit: float  # drift level over which the references no longer describe the scene
     topup_spacing_s: float  # at most one automatic reference per camera and mode in this time
+    veto_margin: float = 2.0  # logit units the classifier must clear over its highest score of the references
+
+
+def _logit(p: float) -> float:
+    q = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(q / (1 - q))
+
+
+def veto_fires(p: float | None, highest_reference_p: float | None, veto: float, margin: float) -> bool:
+    """The classifier is sure of an animal, and that means something at this camera: p >= veto and
+    logit(p) >= logit(its highest p among the camera's known-empty references) + margin.
+
+    At every camera: the first version switched the veto off wherever the classifier scored the
+    references non-blank, and on unseen cameras that overruled animals at p = 0.79 and 0.96. The
+    margin is what keeps it from firing on every frame of a scene the classifier always calls an
+    animal (the Norway tunnels: empty frames score p 0.90-1.00; an absolute veto would keep them
+    all). References never scored: the absolute veto."""
+    if p is None or p < veto:
+        return False
+    if highest_reference_p is None:
+        return True
+    return _logit(p) >= _logit(highest_reference_p) + margin
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,11 @@ class CameraContext:
         rows = self.bank.db.execute("SELECT DISTINCT camera FROM refs WHERE extractor = ?", (self.bank.extractor,))
         return frozenset(r[0] for r in rows), bool(self.bank.captures())
 
+    def input_for(self, crop: tuple[float, float] | None) -> InputSpec:
+        """The extractor's input for a camera: its card's, with the camera's own info-bar crop when found."""
+        spec = self.extractor.card.input
+        return spec if crop is None else dataclasses.replace(spec, crop_top=crop[0], crop_bottom=crop[1])
+
     def assess(self, camera: str, mode: str, pixels: np.ndarray, frame: FrameFacts) -> Assessment:
         features = self.extractor.features(pixels)
         source, burst = frame.source, frame.burst
@@ -102,16 +134,18 @@ class CameraContext:
         view = view.excluding_burst(burst) if view is not None else None
         if view is None or not view.ids:
             return Assessment(ContextState.NO_REFERENCES, mode)
-        if view.baseline.spread > self.settings.drift_limit:
-            return Assessment(ContextState.INCONSISTENT, mode, mismatch=view.baseline.spread, references=len(view.ids))
         result = compare(features, view.features, view.baseline)
-        state = ContextState.DRIFT if result.mismatch > self.settings.drift_limit else ContextState.MATCHED
-        # The veto guards an animal that looks like background to the features (a small rodent at
-        # night), but only where the classifier has shown it knows this scene's empty frames.
-        sure = frame.score is not None and frame.score >= self.settings.veto
-        if state == ContextState.MATCHED and sure and view.classifier_agrees(frame.classifier_cutoff):
+        if view.baseline.spread > self.settings.drift_limit:
+            state = ContextState.INCONSISTENT  # the references disagree with each other
+        elif result.mismatch > self.settings.drift_limit:
+            state = ContextState.DRIFT  # the whole scene differs from them
+        else:
+            state = ContextState.MATCHED
+        sure = veto_fires(frame.score, view.highest_score, self.settings.veto, self.settings.veto_margin)
+        if state == ContextState.MATCHED and sure:  # (drift already needs the classifier to agree)
             state = ContextState.VETOED
-        return Assessment(state, mode, result.score, result.mismatch, len(view.ids), features)
+        mismatch = view.baseline.spread if state == ContextState.INCONSISTENT else result.mismatch
+        return Assessment(state, mode, result.score, mismatch, len(view.ids), features)
 
     def is_context_blank(self, assessment: Assessment) -> bool:
         return assessment.decides and assessment.score is not None and assessment.score < self.settings.cutoff

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS refs (
 );
 CREATE INDEX IF NOT EXISTS refs_camera ON refs(camera, mode, extractor);
 CREATE TABLE IF NOT EXISTS capture (camera TEXT PRIMARY KEY, remaining INTEGER NOT NULL, requested_at TEXT NOT NULL);
+-- How each camera's frames are cut before the extractor (its own info bars, context/bars.py): its
+-- references' features depend on it, so it is fixed when the camera gets its first references and
+-- forgotten with them. A camera with references but no row here uses the extractor card's crop.
+CREATE TABLE IF NOT EXISTS views (
+    camera      TEXT NOT NULL,
+    extractor   TEXT NOT NULL,
+    crop_top    REAL NOT NULL,      -- share of the frame height cut off at the top
+    crop_bottom REAL NOT NULL,
+    found_at    TEXT NOT NULL,
+    PRIMARY KEY (camera, extractor)
+);
 """
 
 
@@ -75,11 +86,12 @@ class BankView:
     baseline: Baseline
     scores: tuple[float | None, ...] = ()  # the classifier's p(non-blank) for each, when known
 
-    def classifier_agrees(self, cutoff: float) -> bool:
-        """Whether the classifier calls this camera's known-empty frames blank. Where it does not (a
-        scene unlike its training, such as a tunnel floor), its confidence means nothing here."""
+    @property
+    def highest_score(self) -> float | None:
+        """The classifier's highest p(non-blank) among these known-empty frames: how sure it can be
+        of nothing at this camera (a tunnel floor scores p 0.9-1.0 empty). None: never scored."""
         known = [s for s in self.scores if s is not None]
-        return bool(known) and max(known) < cutoff
+        return max(known) if known else None
 
     def excluding_burst(self, burst: str | None) -> BankView:
         """References never include the scored frame's own burst (its neighbours share the animal)."""
@@ -87,7 +99,9 @@ class BankView:
             return self
         keep = [i for i, b in enumerate(self.bursts) if b != burst]
         feats = self.features[keep]
-        return BankView(tuple(self.ids[i] for i in keep), tuple(self.bursts[i] for i in keep), feats, baseline(feats))
+        scores = tuple(self.scores[i] for i in keep) if self.scores else ()
+        return BankView(tuple(self.ids[i] for i in keep), tuple(self.bursts[i] for i in keep), feats, baseline(feats),
+                        scores)  # fmt: skip
 
 
 class ReferenceBank:
@@ -142,6 +156,19 @@ class ReferenceBank:
             "SELECT 1 FROM refs WHERE camera = ? AND extractor = ? LIMIT 1", (camera, self.extractor)
         ).fetchone()
         return row is not None
+
+    def crops(self) -> dict[str, tuple[float, float]]:
+        """(top, bottom) crop per camera, for the cameras whose bars were found."""
+        rows = self.db.execute("SELECT camera, crop_top, crop_bottom FROM views WHERE extractor = ?", (self.extractor,))
+        return {r[0]: (float(r[1]), float(r[2])) for r in rows}
+
+    def set_crop(self, camera: str, top: float, bottom: float) -> None:
+        if not (0 <= top < 0.5 and 0 <= bottom < 0.5):
+            raise BankError(f"crop of camera {camera}: top {top}, bottom {bottom}; expected shares under 0.5")
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO views VALUES (?, ?, ?, ?, ?)", (camera, self.extractor, top, bottom, _now())
+            )
 
     def list(self, camera: str | None = None) -> list[Reference]:
         sql = "SELECT id, camera, mode, origin, source, burst, captured_ts, added_at FROM refs"
@@ -224,6 +251,8 @@ class ReferenceBank:
         with self._transaction() as db:
             removed = db.execute("DELETE FROM refs" + where, args).rowcount
             db.execute("DELETE FROM capture" + (" WHERE camera = ?" if camera else ""), (camera,) if camera else ())
+            # The crop goes with the camera's last reference: the next ones may see a re-aimed view.
+            db.execute("DELETE FROM views WHERE camera NOT IN (SELECT DISTINCT camera FROM refs)")
         return int(removed)
 
     # -- the deployment capture step --------------------------------------------------------

@@ -137,7 +137,7 @@ class CameraLoop(LoopBase):
         seen = [self.see(frame, key) for frame in frames]
         candidates = [
             Candidate(f.index, self.rel(key, f), "", f.captured_at.timestamp(), None, s.score, s.context_score,
-                      s.prepared.gamma if s.prepared else None)
+                      s.prepared.gamma if s.prepared else None, s.context_state)
             for f, s in zip(frames, seen, strict=True)
         ]  # fmt: skip
         verdict = self.judge.decide(candidates, low_disk, on_disk=False, key=key)

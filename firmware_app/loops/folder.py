@@ -151,9 +151,9 @@ class FolderLoop(LoopBase):
         self.apply_all(interrupted)
         for row in self.ledger.in_state(State.SCORED):
             if (self.store.inbox / row.path).exists():
-                context_score = row.context_score if row.context_state == ContextState.MATCHED else None
+                state = ContextState(row.context_state) if row.context_state else None
                 self._pend(Candidate(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score,
-                                     context_score, row.gamma))  # fmt: skip
+                                     row.context_score, row.gamma, state))  # fmt: skip
             else:
                 self.ledger.done(
                     row.id, action=Action.VANISHED, error="file left the inbox before its burst was decided"
@@ -225,7 +225,7 @@ class FolderLoop(LoopBase):
         if learnable is not None:
             self._learnable[frame_id] = learnable
         self._pend(Candidate(frame_id, frame.rel, sha, captured_ts, frame.burst_hint, seen.score, seen.context_score,
-                             record.gamma))  # fmt: skip
+                             record.gamma, seen.context_state))  # fmt: skip
         return True
 
     def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
