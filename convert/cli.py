@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,25 @@ def register(sub: Any) -> None:
     ctx.add_argument("--extractor", type=Path, help="feature model .tflite (default: the shipped one)")
     ctx.add_argument("--seed-blanks", type=int, default=3, help="known blanks per camera and mode to seed (default 3)")
     ctx.add_argument("--decisions", type=Path, metavar="CSV", help="write each frame's decision and context state here")
+    ctx.add_argument(
+        "--deployment",
+        action="store_true",
+        help="deployment mode: each burst with a fresh bank of --seed-blanks known blanks per lighting "
+        "mode of its camera, from other bursts at least --min-gap-h away; no top-up",
+    )
+    ctx.add_argument(
+        "--min-gap-h",
+        type=float,
+        default=2.0,
+        help="deployment mode: references this far in time from the burst, when capture times are known (default 2)",
+    )
+    ctx.add_argument(
+        "--lolo",
+        action="store_true",
+        help="leave one location out: the context cutoff chosen on the other `location` groups for "
+        "--target-recall of their animal bursts, reported on the held-out group (exact with --deployment)",
+    )
+    ctx.add_argument("--target-recall", type=float, default=0.97, help="--lolo: burst recall to hold (default 0.97)")
     ctx.add_argument(
         "--references",
         type=Path,
@@ -222,12 +242,21 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
     config = context_eval.trap_config(cutoff, defaults.max_references, settings.topup_spacing_s)
     references = read_labels(args.references) if args.references is not None else None
-    rows = context_eval.replay(frames, classifier, extractor, settings, config, args.seed_blanks, references,
-                               show_progress=not args.quiet)  # fmt: skip
+    if args.quiet:  # the trap's once-per-camera notices, repeated for every replayed bank, say nothing here
+        logging.getLogger("firmware_app.judge").setLevel(logging.ERROR)
+    if args.deployment:
+        rows = context_eval.deployment(frames, classifier, extractor, settings, config, args.seed_blanks,
+                                       args.min_gap_h, show_progress=not args.quiet)  # fmt: skip
+    else:
+        rows = context_eval.replay(frames, classifier, extractor, settings, config, args.seed_blanks, references,
+                                   show_progress=not args.quiet)  # fmt: skip
     result = context_eval.summarise(rows, Cutoffs(cutoff, settings.cutoff), settings.veto)
     result |= {"labels": str(args.labels), "classifier": classifier.card.label, "extractor": extractor.card.label,
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
     context_eval.render(result)
+    if args.lolo:
+        result["lolo"] = context_eval.lolo(rows, cutoff, args.target_recall, settings.cutoff)
+        context_eval.render_lolo(result["lolo"])
     if args.decisions:
         context_eval.write_decisions(rows, args.decisions)
     if args.save_scores:  # the context-decided frames' context scores: `tune --scores` picks their cutoff

@@ -12,6 +12,7 @@ for their mode, are decided by the classifier, as on the trap.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -412,3 +413,120 @@ def write_decisions(rows: list[ReplayFrame], out: Path) -> None:
                 r.frame.path, r.frame.label, r.camera, r.burst, "" if r.score is None else f"{r.score:.6f}",
                 a.state if a else "", "" if a is None or a.score is None else f"{a.score:.6f}", r.verdict or "",
             ])  # fmt: skip
+
+
+# -- leave one location out ---------------------------------------------------------------------
+def _has_context(r: ReplayFrame) -> bool:
+    """The frame was compared with references (its camera had some for its lighting mode)."""
+    return r.assessment is not None and r.assessment.score is not None
+
+
+def _score(r: ReplayFrame) -> float:
+    assert r.assessment is not None and r.assessment.score is not None
+    return r.assessment.score
+
+
+def _kept(r: ReplayFrame, cutoffs: Cutoffs) -> bool:
+    """The judge's own rule (decision.is_blank), at another context cutoff: what `run` would do."""
+    state = r.assessment.state if r.assessment is not None else None
+    score = r.assessment.score if r.assessment is not None else None
+    return frame_decision(r.score, cutoffs, score, state) != Verdict.BLANK
+
+
+def _burst_table(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
+    bursts = bursts_of(rows)
+    animal = [b for b in bursts.values() if any(r.y for r in b)]
+    eligible = [b for b in animal if any(_has_context(r) for r in b)]
+    blanks = [r for r in rows if not r.y]
+    with_refs = [r for r in blanks if _has_context(r)]
+    animals = [r for r in rows if r.y]
+    return {
+        "animal_bursts": len(animal),
+        "animal_bursts_kept": sum(any(_kept(r, cutoffs) for r in b) for b in animal),
+        "context_bursts": len(eligible),
+        "context_bursts_kept": sum(any(_kept(r, cutoffs) for r in b) for b in eligible),
+        "animal_frames": len(animals),
+        "animal_frames_kept": sum(_kept(r, cutoffs) for r in animals),
+        "blank_frames_with_references": len(with_refs),
+        "blank_frames_with_references_discarded": sum(not _kept(r, cutoffs) for r in with_refs),
+        "blank_frames": len(blanks),
+        "blank_frames_discarded": sum(not _kept(r, cutoffs) for r in blanks),
+    }
+
+
+def highest_safe_cutoff(rows: list[ReplayFrame], classifier_cutoff: float, target: float) -> float | None:
+    """The highest context cutoff at which at least `target` of this group's animal bursts that
+    context judged are kept (burst recall only falls as the cutoff rises). None: no constraint."""
+    eligible = [b for b in bursts_of(rows).values() if any(r.y for r in b) and any(_has_context(r) for r in b)]
+    if not eligible:
+        return None
+    need = math.ceil(target * len(eligible) - 1e-9)
+    scores = {_score(r) for b in eligible for r in b if r.y and _has_context(r)}
+    candidates = [2.0, *sorted(scores, reverse=True)]  # 2.0: over any score (kept by the veto or drift alone)
+    for c in candidates:  # a frame at exactly the cutoff is kept
+        if sum(any(_kept(r, Cutoffs(classifier_cutoff, c)) for r in b) for b in eligible) >= need:
+            return float(c)
+    return 0.0
+
+
+def lolo(rows: list[ReplayFrame], classifier_cutoff: float, target: float, fallback: float) -> dict[str, Any]:
+    """Leave one location out: for each group (the `location` column), the context cutoff is chosen on
+    the other groups (the lowest of their highest safe cutoffs: recall held on every one of them) and
+    reported on the held-out group only. `shipping`: the same choice with every group in."""
+    groups: dict[str, list[ReplayFrame]] = {}
+    for r in rows:
+        groups.setdefault(r.frame.location or r.camera, []).append(r)
+    safe = {g: highest_safe_cutoff(members, classifier_cutoff, target) for g, members in groups.items()}
+    folds = []
+    for group, members in sorted(groups.items()):
+        others = [c for g, c in safe.items() if g != group and c is not None]
+        cutoff = min(others) if others else fallback
+        table = _burst_table(members, Cutoffs(classifier_cutoff, cutoff))
+        chosen_by = sorted(g for g, c in safe.items() if g != group and c is not None and c == cutoff)
+        folds.append({"held_out": group, "context_cutoff": cutoff, "chosen_by": chosen_by, **table})
+    pooled = {k: sum(f[k] for f in folds) for k in folds[0] if isinstance(folds[0][k], int)} if folds else {}
+    constrained = [c for c in safe.values() if c is not None]
+    classifier_only = _classifier_only(rows, classifier_cutoff)
+    return {
+        "target_burst_recall": target,
+        "classifier_cutoff": classifier_cutoff,
+        "highest_safe_cutoff_per_group": safe,
+        "folds": folds,
+        "pooled_held_out": pooled,
+        "classifier_alone": classifier_only,
+        "shipping_cutoff": min(constrained) if constrained else fallback,
+    }
+
+
+def _classifier_only(rows: list[ReplayFrame], classifier_cutoff: float) -> dict[str, Any]:
+    plain = [replace(r, assessment=None) for r in rows]
+    return _burst_table(plain, Cutoffs(classifier_cutoff, 0.5))
+
+
+def render_lolo(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"leave one location out: context cutoff chosen on the other groups for burst recall "
+        f">= {result['target_burst_recall']:.2f}; classifier cutoff {result['classifier_cutoff']:.4f}"
+    )
+    for column in ("held out", "cutoff", "animal bursts kept", "of them judged by context", "animal frames kept",
+                   "blank frames discarded (with references)", "all blank frames discarded"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "held out" else "right")
+
+    def row(name: str, cutoff: str, t: dict[str, Any]) -> None:
+        def frac(a: str, b: str) -> str:
+            return f"{t[a]}/{t[b]}" + (f" ({t[a] / t[b]:.3f})" if t[b] else "")
+
+        table.add_row(name, cutoff, frac("animal_bursts_kept", "animal_bursts"),
+                      frac("context_bursts_kept", "context_bursts"), frac("animal_frames_kept", "animal_frames"),
+                      frac("blank_frames_with_references_discarded", "blank_frames_with_references"),
+                      frac("blank_frames_discarded", "blank_frames"))  # fmt: skip
+
+    for fold in result["folds"]:
+        row(fold["held_out"], f"{fold['context_cutoff']:.3f}", fold)
+    row("pooled (held out)", "", result["pooled_held_out"])
+    row("classifier alone", "", result["classifier_alone"])
+    Console().print(table)
+    Console().print(f"shipping cutoff (every group in): {result['shipping_cutoff']:.3f}")

@@ -195,8 +195,9 @@ class Judge:
             else "its references disagree with each other"
         )
         log.warning(
-            "camera %s (%s): %s (median cell distance %.2f, over context.drift_limit): the classifier decides. After "
-            "moving or servicing a camera: `blankfilter reference reset --camera %s`, then add new references.",
+            "camera %s (%s): %s (drift level %.2f, over context.drift_limit): a frame is called blank only where the "
+            "classifier agrees. After moving or servicing a camera: `blankfilter reference reset --camera %s`, then "
+            "add new references.",
             camera, assessment.mode, why, assessment.mismatch or 0.0, camera,
         )  # fmt: skip
 

@@ -47,7 +47,15 @@ def main() -> None:
         action="store_true",
         help="instead: every Missouri burst and the Norway tunnels, the places with cameras, for `eval --context`",
     )
+    parser.add_argument(
+        "--context-lolo",
+        action="store_true",
+        help="instead: the places with cameras as leave-one-location-out groups, for `eval --context --lolo`",
+    )
     args = parser.parse_args()
+    if args.context_lolo:
+        write_lolo_labels(args.data, args.out)
+        return
     if args.context:
         write_context_labels(args.data, args.out, json.loads(args.split.read_text()))
         return
@@ -87,6 +95,36 @@ def write_context_labels(data: Path, out: Path, split: dict[str, object]) -> Non
             path = (data / "norway_tunnels" / r["path"]).resolve()
             writer.writerow([path, r["label"], r["location"], r["sequence"], r["location"], r.get("datetime", "")])
     print(f"wrote {out}")
+
+
+def write_lolo_labels(data: Path, out: Path) -> None:
+    """The groups camera context is chosen and reported on, one held out at a time (`location`):
+    Missouri's Panama and Netherlands cameras (stamped camera ids), each Norway tunnel (one camera, its
+    capture time from the burst name, for the deployment replay's time gap), and Wellington, whose
+    bursts are each a different station (so no frame has references there: the classifier decides)."""
+    with out.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "location", "sequence", "camera", "datetime"])
+        for r in rows(data / "missouri"):
+            place = "missouri_" + ("panama" if r["location"] == "Panama" else "netherlands")
+            writer.writerow(
+                [(data / "missouri" / r["path"]).resolve(), r["label"], place, r["sequence"], r["camera"], ""]
+            )
+        for r in rows(data / "norway_tunnels"):
+            taken = r.get("datetime") or _time_in(r["sequence"])
+            path = (data / "norway_tunnels" / r["path"]).resolve()
+            writer.writerow([path, r["label"], "norway_" + r["location"].split("/")[-1], r["sequence"], r["location"],
+                             taken])  # fmt: skip
+        for r in rows(data / "wellington_sequences"):
+            path = (data / "wellington_sequences" / r["path"]).resolve()
+            writer.writerow([path, r["label"], "wellington", r["sequence"], f"wellington_{r['sequence']}", ""])
+    print(f"wrote {out}")
+
+
+def _time_in(sequence: str) -> str:
+    """'vj_ga_hu_1_2019-07-08_08:00:00' -> '2019-07-08 08:00:00' (the tunnels' burst names hold it)."""
+    parts = sequence.rsplit("_", 2)
+    return f"{parts[1]} {parts[2]}" if len(parts) == 3 and ":" in parts[2] else ""
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class Assessment:
     state: ContextState
     mode: str = ""  # day | ir
     score: float | None = None  # context score (when compared)
-    mismatch: float | None = None  # median cell distance (drift measure)
+    mismatch: float | None = None  # drift level: a low percentile of the cell distances
     references: int = 0
     features: np.ndarray | None = None  # kept in memory for the top-up, never in the ledger
 
