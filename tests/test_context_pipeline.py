@@ -9,6 +9,7 @@ different real scene (the camera was moved), and the frame in greyscale (night I
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -133,7 +134,8 @@ def test_context_keeps_the_local_change_discards_the_empty_scene_and_learns(
     assert rows["cam1/a1.jpg"][:2] == ("matched", "deleted")
     assert rows["cam1/a2.jpg"][:2] == ("matched", "deleted")
     assert rows["cam1/b1.jpg"][:2] == ("matched", "kept")  # the classifier alone would have deleted it
-    assert rows["cam1/c1.jpg"][0] == "drift"  # references no longer fit: the classifier decided
+    # references no longer fit the scene: it fails open (the classifier alone would delete it here)
+    assert rows["cam1/c1.jpg"][:2] == ("drift", "kept")
     assert rows["cam1/d1.jpg"][0] == "no_references"  # no night references yet
     assert rows["cam2/e1.jpg"][0] is None  # a camera without references costs no feature pass
     assert (store / "kept" / "cam1" / "b1.jpg").is_file()
@@ -197,6 +199,10 @@ def test_inconsistent_references_fall_back_to_the_classifier(
     without_model = args[2:] if args[0] == "--model" else args  # stats takes no model flags
     stats = run_cli("stats", *without_model, check_rc=0).stdout  # type: ignore[attr-defined]
     assert "inconsistent 1" in stats
+    assert "references cam1/day: 2 (2 added, 0 captured, 0 automatic), newest added just now" in stats
+    listed = run_cli("stats", "--json", *without_model, check_rc=0).stdout  # type: ignore[attr-defined]
+    (ref,) = json.loads(listed)["references"]
+    assert (ref["camera"], ref["mode"], ref["references"], ref["manual"]) == ("cam1", "day", 2, 2)
 
 
 def test_bad_reference_input_is_named_and_the_rest_still_added(

@@ -285,3 +285,24 @@ class ReferenceBank:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def freshness(path: Path) -> list[dict[str, object]]:
+    """Per camera and lighting mode: how many references, by whom, and how old the newest is (when
+    it was added, and the capture time of its frame when known): `stats` shows it, so a person sees
+    a camera whose references no longer cover the light of the season. Read-only; [] without a bank."""
+    if not path.exists():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT camera, mode, COUNT(*), SUM(origin = 'manual'), SUM(origin = 'capture'), SUM(origin = 'auto'),"
+                " MAX(added_at), MAX(captured_ts) FROM refs GROUP BY camera, mode ORDER BY camera, mode"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise BankError(f"cannot read the reference bank {path}: {exc}") from exc
+    keys = ("camera", "mode", "references", "manual", "capture", "auto", "newest_added_at", "newest_captured_ts")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
