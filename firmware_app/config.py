@@ -124,6 +124,13 @@ class ContextSection:
     )  # fmt: skip
     max_references: int = opt(12, "references kept per camera and lighting mode", lo=1, hi=200)
     topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often", lo=0)
+    quiet_reference_s: float = opt(
+        3600.0, "camera sources: take a reference after this long without a trigger, and at most this often "
+        "(covers the light through the day and night); 0: never", lo=0,
+    )  # fmt: skip
+    quiet_after_trigger_s: float = opt(
+        600.0, "camera sources: never take a quiet-time reference this soon after a trigger", lo=0
+    )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from firmware_app.config import Config
 from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFrame, lighting_mode
 from firmware_app.context.bank import BankError
 from firmware_app.context.bars import detect_info_bars
+from firmware_app.context.score import compare
 from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, burst_is_blank, frame_decision
 from firmware_app.errors import BlankfilterError, ImageError
 from firmware_app.events.payloads import EventFrame, build_event, dumps
@@ -282,6 +283,31 @@ class Judge:
                                      captured_ts=times[i] if times else None, score=score)  # fmt: skip
             out.append((mode or seen_mode, added is not None))
         return out
+
+    def quiet_reference(self, camera: str, rgb: np.ndarray, source: str, sha256: str, captured_ts: float) -> str:
+        """A frame a camera took while nothing triggered it, offered as an `auto` reference (the light of
+        this hour, day or IR). Taken only when the classifier calls it blank and it is not a local change
+        in a scene that matches the references (an animal that lay down without triggering the PIR
+        looks exactly like that). Returns what happened, for the log."""
+        context = self._need_context()
+        if not context.bank.has_camera(camera) and camera not in context.bank.crops():
+            top, bottom = detect_info_bars([np.asarray(Image.fromarray(rgb).convert("L"))])
+            context.bank.set_crop(camera, top, bottom)
+        spec = context.input_for(context.bank.crops().get(camera))
+        seen, view = prepare_array_views(rgb, [self.classifier.card.input, spec], self.imaging)
+        score = self.classifier.score(seen.pixels)
+        if score >= self.cutoff:
+            return f"not taken: the classifier scores it {score:.3f} (an animal may be there)"
+        mode, features = lighting_mode(seen.exposure), context.extractor.features(view.pixels)
+        bank_view = context.bank.view(camera, mode)
+        if bank_view is not None and bank_view.ids:
+            result = compare(features, bank_view.features, bank_view.baseline)
+            local = result.mismatch <= context.settings.drift_limit and result.score >= context.settings.cutoff
+            if local:
+                return f"not taken: a local change in a matching scene (context {result.score:.3f})"
+        added = context.bank.add(camera, mode, features, origin="auto", source=source, sha256=sha256,
+                                 captured_ts=captured_ts, score=score)  # fmt: skip
+        return f"taken as a {mode} reference" if added is not None else "not taken: the bank is full of chosen ones"
 
     def _need_context(self) -> CameraContext:
         if self.context is None:

@@ -271,3 +271,37 @@ def test_both_loops_are_built_by_the_composition_root(setup: Setup) -> None:
     expected = "FolderLoop" if setup.kind == "folder" else "CameraLoop"
     assert type(trap.loop).__name__ == expected and trap.loop.judge is trap.judge
     trap.close()
+
+
+# -- the camera covers the day's light itself -------------------------------------------------------
+@pytest.mark.parametrize(("scene", "taken"), [(BLANK, True), (NONBLANK, False)], ids=["empty", "animal"])
+def test_a_quiet_camera_takes_its_own_references_but_never_of_an_animal(
+    tmp_path: Path, scene: list[str], taken: bool
+) -> None:
+    setup = Setup("camera", tmp_path, [scene])
+    config = load_config(None, setup.config_sets(context__enabled="true", context__quiet_reference_s=0.2,
+                                                 context__quiet_after_trigger_s=0))  # fmt: skip
+    made: list[Trap] = []
+
+    def daemon() -> None:
+        made.append(build_trap(config, classifier=load_classifier(TINY_U8, threads=1), camera=ScriptedCamera(scene),
+                               triggers=(Pulses(0), None)))  # fmt: skip
+        run(made[0])
+
+    worker = threading.Thread(target=daemon, daemon=True)
+    worker.start()
+    time.sleep(1.5)  # several quiet periods, no trigger at all
+    made[0].loop.stop()
+    worker.join(timeout=20)
+    summary = made[0].loop.summary  # type: ignore[attr-defined]
+    db = sqlite3.connect(setup.store / "references.db")
+    refs = db.execute("SELECT origin, source FROM refs").fetchall()
+    crops = db.execute("SELECT camera FROM views").fetchall()
+    db.close()
+    assert setup.rows() == []  # a reference is not a frame: nothing written, nothing in the ledger
+    if taken:
+        assert refs and all(o == "auto" and s.startswith("cam0/quiet-") for o, s in refs)
+        assert crops == [("cam0",)]  # its info bars were found from the first one
+        assert summary.counts["quiet_reference"] >= 1
+    else:  # the tiny classifier scores these frames >= its cutoff: an animal may be lying there
+        assert refs == [] and summary.counts["quiet_reference_refused"] >= 2

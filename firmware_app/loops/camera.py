@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,7 @@ from firmware_app.actions import FOLDERS, Action
 from firmware_app.config import CameraSection
 from firmware_app.context import FrameFacts
 from firmware_app.decision import Candidate
+from firmware_app.errors import BlankfilterError
 from firmware_app.events.payloads import EventFrame
 from firmware_app.judge import Judge, Seen, top_up_frame
 from firmware_app.ledger import Decision, Ledger, NewFrame, OutboxEvent
@@ -70,6 +73,7 @@ class CameraLoop(LoopBase):
         self._last_burst = -1e9
         self._next_guard = 0.0
         self._held: Recorded | None = None  # decided and written, not yet in the ledger
+        self._last_reference = time.monotonic()  # the quiet-time reference clock starts with the loop
 
     @property
     def waiting(self) -> int:
@@ -98,6 +102,7 @@ class CameraLoop(LoopBase):
             self.guard.check()
             self._next_guard = now + GUARD_EVERY_S
         if not self.triggered():
+            self.quiet_reference()
             return False
         frames = capture_burst(self.camera, self.settings.burst_frames, self.settings.burst_interval_s)
         self._last_burst = time.monotonic()
@@ -128,6 +133,25 @@ class CameraLoop(LoopBase):
             log.info("PIR on camera %s", self.camera.name)
             return True
         return False
+
+    def quiet_reference(self) -> None:
+        """After context.quiet_reference_s without a trigger (and never soon after one), one frame
+        becomes a reference if the judge finds it empty: the trap covers the day's light itself."""
+        context = self.judge.context
+        every, after = self.judge.config.context.quiet_reference_s, self.judge.config.context.quiet_after_trigger_s
+        now = time.monotonic()
+        if context is None or every <= 0 or now - self._last_reference < every or now - self._last_burst < after:
+            return
+        self._last_reference = now
+        frame = CapturedFrame(self.camera.capture(), datetime.now(UTC), 0)
+        source = f"{self.camera.name}/quiet-{frame.captured_at.strftime('%Y%m%dT%H%M%S')}"
+        try:
+            outcome = self.judge.quiet_reference(self.camera.name, frame.rgb, source, frame.pixel_sha256,
+                                                 frame.captured_at.timestamp())  # fmt: skip
+        except (BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
+            outcome = f"failed ({exc})"
+        self.summary.counts["quiet_reference" if outcome.startswith("taken") else "quiet_reference_refused"] += 1
+        log.info("camera %s: quiet-time frame %s", self.camera.name, outcome)
 
     # -- one burst --------------------------------------------------------------------------
     def handle(self, frames: list[CapturedFrame], low_disk: bool) -> None:
