@@ -131,6 +131,11 @@ class ContextSection:
     quiet_after_trigger_s: float = opt(
         600.0, "camera sources: never take a quiet-time reference this soon after a trigger", lo=0
     )
+    reference_pattern: str = opt(
+        "",
+        "folder source: file names (glob, e.g. '*TL*') of the camera's time-lapse or field-scan frames, "
+        "which also become references when found empty; empty: none",
+    )
 
 
 @dataclass(frozen=True)

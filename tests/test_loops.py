@@ -305,3 +305,19 @@ def test_a_quiet_camera_takes_its_own_references_but_never_of_an_animal(
         assert summary.counts["quiet_reference"] >= 1
     else:  # the tiny classifier scores these frames >= its cutoff: an animal may be lying there
         assert refs == [] and summary.counts["quiet_reference_refused"] >= 2
+
+
+def test_time_lapse_frames_of_a_folder_source_become_references_when_empty(tmp_path: Path) -> None:
+    setup = Setup("folder", tmp_path, [])
+    for i, rel in enumerate([*BLANK, NONBLANK[0]]):  # three empty time-lapse frames and one with an animal
+        dest = setup.inbox / "cam1" / f"TLAPSE_{i:04d}.JPG"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(FRAMES / rel, dest)
+        os.utime(dest, (1_700_000_000 + 3600 * i,) * 2)
+    run(setup.trap(context__enabled="true", context__reference_pattern="TLAPSE_*"))
+    db = sqlite3.connect(setup.store / "references.db")
+    sources = sorted(r[0] for r in db.execute("SELECT source FROM refs WHERE origin = 'auto'"))
+    db.close()
+    assert sources == [f"cam1/TLAPSE_{i:04d}.JPG" for i in range(3)], sources
+    assert "cam1/TLAPSE_0003.JPG" not in sources  # the classifier keeps it: never background
+    assert len(setup.rows()) == 4  # and every one of them is still a frame, judged and stored as usual

@@ -20,14 +20,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatch
 from typing import TypeVar
+
+import numpy as np
 
 from firmware_app.actions import Action, ContextState, State
 from firmware_app.context import FrameFacts, TopUpFrame
 from firmware_app.decision import Candidate, camera_of, group_bursts
-from firmware_app.errors import LedgerUnavailable
+from firmware_app.errors import BlankfilterError, LedgerUnavailable
 from firmware_app.events.payloads import EventFrame
 from firmware_app.hashing import sha256_bytes, sha256_file
+from firmware_app.imaging import decode_jpeg
 from firmware_app.judge import Judge, Views, top_up_frame
 from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEvent
 from firmware_app.loops.base import RETRY_MAX_S, RETRY_MIN_S, LoopBase, RunSummary
@@ -221,12 +225,29 @@ class FolderLoop(LoopBase):
         self.summary.counts["scored" if seen.error is None else "failed"] += 1
         if seen.assessment is not None:
             self.summary.counts[f"context_{seen.assessment.state}"] += 1
+        self.time_lapse_reference(frame, sha, captured_ts)
         learnable = top_up_frame(frame.rel, sha, captured_ts, seen)
         if learnable is not None:
             self._learnable[frame_id] = learnable
         self._pend(Candidate(frame_id, frame.rel, sha, captured_ts, frame.burst_hint, seen.score, seen.context_score,
                              record.gamma, seen.context_state))  # fmt: skip
         return True
+
+    def time_lapse_reference(self, frame: Frame, sha: str, captured_ts: float) -> None:
+        """A time-lapse or field-scan frame (context.reference_pattern) is taken with no trigger: like a
+        camera's quiet-time frame, it also becomes a reference of its camera when the judge finds it empty."""
+        pattern = self.judge.config.context.reference_pattern
+        if not pattern or self.dry_run or self.judge.context is None or not fnmatch(frame.path.name, pattern):
+            return
+        try:
+            spec = self.judge.classifier.card.input  # decoded as every frame is: at about the classifier's size
+            image, _, _ = decode_jpeg(frame.path.read_bytes(), (spec.width, spec.height), self.judge.imaging)
+            rgb = np.asarray(image)
+            outcome = self.judge.quiet_reference(camera_of(frame.rel), rgb, frame.rel, sha, captured_ts)
+        except (OSError, BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
+            outcome = f"failed ({exc})"
+        self.summary.counts["time_lapse_reference" if outcome.startswith("taken") else "time_lapse_refused"] += 1
+        log.info("%s: time-lapse frame %s", frame.rel, outcome)
 
     def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
         """The same bytes at the same path again (a card copied twice): never processed twice.
