@@ -143,12 +143,12 @@ class CameraLoop(LoopBase):
         if context is None or every <= 0 or now - self._last_reference < every or now - self._last_burst < after:
             return
         self._last_reference = now
-        frame = CapturedFrame(self.camera.capture(), datetime.now(UTC), 0)
-        source = f"{self.camera.name}/quiet-{frame.captured_at.strftime('%Y%m%dT%H%M%S')}"
-        try:
+        try:  # a reference is a nicety: nothing about it may stop the trap
+            frame = CapturedFrame(self.camera.capture(), datetime.now(UTC), 0)
+            source = f"{self.camera.name}/quiet-{frame.captured_at.strftime('%Y%m%dT%H%M%S')}"
             outcome = self.judge.quiet_reference(self.camera.name, frame.rgb, source, frame.pixel_sha256,
                                                  frame.captured_at.timestamp())  # fmt: skip
-        except (BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
+        except (BlankfilterError, OSError, ValueError, RuntimeError, sqlite3.Error) as exc:
             outcome = f"failed ({exc})"
         self.summary.counts["quiet_reference" if outcome.startswith("taken") else "quiet_reference_refused"] += 1
         log.info("camera %s: quiet-time frame %s", self.camera.name, outcome)
