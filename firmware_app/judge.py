@@ -38,7 +38,7 @@ from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFra
 from firmware_app.context.bank import BankError
 from firmware_app.context.bars import detect_info_bars
 from firmware_app.context.score import compare
-from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, burst_is_blank, frame_decision
+from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, frame_decision
 from firmware_app.errors import BlankfilterError, ImageError
 from firmware_app.events.payloads import EventFrame, build_event, dumps
 from firmware_app.events.thumbnail import make_thumbnail, thumbnail_of
@@ -206,8 +206,8 @@ class Judge:
     def decide(self, burst: Sequence[Candidate], low_disk: bool, on_disk: bool, key: str | None = None) -> BurstVerdict:
         """A closed burst: blank or not, and what happens to each frame (`decision.burst_actions`)."""
         key = key or burst_id(burst)
-        blank = burst_is_blank(burst, self.cutoffs)
         verdicts = [frame_decision(f.score, self.cutoffs, f.context_score, f.context_state) for f in burst]
+        blank = all(v == Verdict.BLANK for v in verdicts)  # kept whole if any frame is (or is unknown)
         s = self.config.store
         actions = burst_actions(burst, blank, key, s.discard, s.audit_rate, low_disk, on_disk)
         return BurstVerdict(key, blank, verdicts, actions)
@@ -239,8 +239,7 @@ class Judge:
         """A camera's first references fix how its frames are cut: its own info bars (`context/bars.py`),
         found across them. A camera that already has references keeps its crop (their features depend on
         it: the card's, for references made before bars were found). Returns the crop set, or None."""
-        context = self._need_context()
-        if camera in context.bank.crops() or context.bank.has_camera(camera):
+        if not self._crop_is_open(camera):
             return None
         greys: dict[tuple[int, int], list[np.ndarray]] = {}
         spec = self.classifier.card.input
@@ -250,10 +249,16 @@ class Judge:
             except ImageError:
                 continue
             greys.setdefault(image.size, []).append(np.asarray(image.convert("L")))
-        if not greys:
-            return None
-        top, bottom = detect_info_bars(max(greys.values(), key=len))
-        context.bank.set_crop(camera, top, bottom)
+        return self._fix_crop(camera, max(greys.values(), key=len)) if greys else None
+
+    def _crop_is_open(self, camera: str) -> bool:
+        """Neither a crop nor references yet: the next references decide how this camera is cut."""
+        context = self._need_context()
+        return camera not in context.bank.crops() and not context.bank.has_camera(camera)
+
+    def _fix_crop(self, camera: str, greys: Sequence[np.ndarray]) -> tuple[float, float]:
+        top, bottom = detect_info_bars(greys)
+        self._need_context().bank.set_crop(camera, top, bottom)
         log.info("camera %s: info bars %.1f %% at the top, %.1f %% at the bottom: cut before comparing",
                  camera, 100 * top, 100 * bottom)  # fmt: skip
         return top, bottom
@@ -290,9 +295,8 @@ class Judge:
         in a scene that matches the references (an animal that lay down without triggering the PIR
         looks exactly like that). Returns what happened, for the log."""
         context = self._need_context()
-        if not context.bank.has_camera(camera) and camera not in context.bank.crops():
-            top, bottom = detect_info_bars([np.asarray(Image.fromarray(rgb).convert("L"))])
-            context.bank.set_crop(camera, top, bottom)
+        if self._crop_is_open(camera):
+            self._fix_crop(camera, [np.asarray(Image.fromarray(rgb).convert("L"))])
         spec = context.input_for(context.bank.crops().get(camera))
         seen, view = prepare_array_views(rgb, [self.classifier.card.input, spec], self.imaging)
         score = self.classifier.score(seen.pixels)

@@ -478,3 +478,21 @@ def test_a_failed_decision_leaves_no_event(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         ledger.decide([Decision(frame_id, "b", "nonblank", "kept", None, 0.5)], [OutboxEvent("e", "{}")])
     assert ledger.outbox_state()[0] == 0
+
+
+def test_a_scored_row_with_an_unknown_context_state_is_decided_by_the_classifier(tmp_path: Path) -> None:
+    """A damaged (or newer) ledger must not stop the start, nor let a context score it cannot read discard."""
+    rel = "cam1/11374_1-1.JPG"
+    data = frame_bytes("wellington/11374_1-1.JPG")
+    put(tmp_path / "inbox", rel, data)
+    (tmp_path / "root").mkdir()
+    ledger = Ledger(tmp_path / "root" / "ledger.db")
+    record = dataclasses.replace(new_frame(rel, hashlib.sha256(data).hexdigest(), size=len(data), score=0.9),
+                                 context_score=0.0, context_state="sideways")  # fmt: skip
+    frame_id = ledger.add(record)
+    ledger.close()
+    loop = make_loop(tmp_path)  # tiny_u8's card cutoff 0.85: p 0.9 keeps it; a matched 0.0 would discard it
+    loop.run()
+    row = loop.ledger.find_by_id(frame_id)
+    loop.ledger.close()
+    assert row is not None and (row.state, row.decision, row.action) == ("done", "nonblank", "kept")

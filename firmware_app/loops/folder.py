@@ -155,9 +155,9 @@ class FolderLoop(LoopBase):
         self.apply_all(interrupted)
         for row in self.ledger.in_state(State.SCORED):
             if (self.store.inbox / row.path).exists():
-                state = ContextState(row.context_state) if row.context_state else None
+                state, context_score = _recorded_context(row)
                 self._pend(Candidate(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score,
-                                     row.context_score, row.gamma, state))  # fmt: skip
+                                     context_score, row.gamma, state))  # fmt: skip
             else:
                 self.ledger.done(
                     row.id, action=Action.VANISHED, error="file left the inbox before its burst was decided"
@@ -407,6 +407,17 @@ class FolderLoop(LoopBase):
                     self.apply_all([row])
                 else:
                     self._retry_at.pop(frame_id, None)
+
+
+def _recorded_context(row: FrameRow) -> tuple[ContextState | None, float | None]:
+    """A scored row's context as recorded. A state this version does not know (a damaged or newer
+    ledger) drops the context score too: the classifier decides, rather than a guess at the rule."""
+    try:
+        state = ContextState(row.context_state) if row.context_state else None
+    except ValueError:
+        log.warning("%s: unknown context state %r in the ledger: the classifier decides", row.path, row.context_state)
+        return None, None
+    return state, row.context_score
 
 
 def _fmt(score: float | None) -> str:
