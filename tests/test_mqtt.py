@@ -3,23 +3,32 @@ across broker outages, restarts and kill -9; availability, status, remote cutoff
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
-from conftest import BURSTS, FRAMES
+from conftest import BURSTS, FRAMES, MODELS
 from mqtt_broker import Broker, Subscriber, free_port, wait_until
+from PIL import Image, ImageEnhance
 from test_cli_run import log_has, started
 
-from firmware_app.events.mqtt import parse_cutoff
+from firmware_app.config import load_config
+from firmware_app.context.bank import ReferenceBank
+from firmware_app.events.mqtt import Hooks, Publisher, parse_cutoff
 from firmware_app.events.payloads import EventFrame, build_event, event_id
 from firmware_app.events.thumbnail import make_thumbnail
+from firmware_app.ledger import Ledger
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "firmware_app" / "schemas"
 EVENT_SCHEMA = json.loads((SCHEMAS / "event-1.schema.json").read_text())
@@ -299,3 +308,71 @@ def test_home_assistant_discovery_and_republish_on_ha_restart(
         wait_until(lambda: len(sub.on(config_topic)) >= 2, 15, "the configs again after HA's restart")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+# -- reference freshness in the status ------------------------------------------------------------
+def jpeg_file(path: Path, image: Image.Image) -> Path:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def test_status_carries_each_cameras_reference_count_and_age(
+    tmp_path: Path, broker: Broker, sub: Subscriber, run_cli: Any, store_args: Callable[..., list[str]]
+) -> None:
+    """Per camera and lighting mode: how many references, and seconds since the newest was added, so
+    a dashboard sees a camera that stopped learning. cam2's only reference is made two days old."""
+    args = mqtt_args(store_args, broker.port, context__enabled="true",
+                     context__extractor=MODELS / "tiny_features.tflite")  # fmt: skip
+    blank = Image.open(FRAMES / "speciesnet" / "blank.jpg").convert("RGB")
+    reshot = jpeg_file(tmp_path / "reshot.jpg", ImageEnhance.Brightness(blank).enhance(1.05))
+    night = jpeg_file(tmp_path / "night.jpg", blank.convert("L").convert("RGB"))
+    before = time.time()
+    added = run_cli("reference", "add", FRAMES / "speciesnet" / "blank.jpg", reshot, night, "--camera", "cam1",
+                    *args, check_rc=0).stdout  # fmt: skip
+    assert added.count("added as a day reference") == 2 and added.count("added as a ir reference") == 1, added
+    run_cli("reference", "add", FRAMES / "speciesnet" / "ocelot.jpg", "--camera", "cam2", *args, check_rc=0)
+    db = sqlite3.connect(tmp_path / "store" / "references.db")
+    two_days_ago = datetime.fromtimestamp(time.time() - 2 * 86400, UTC).isoformat(timespec="seconds")
+    with db:
+        db.execute("UPDATE refs SET added_at = ? WHERE camera = 'cam2'", (two_days_ago,))
+    db.close()
+    (tmp_path / "inbox").mkdir()
+    run_cli("run", "--once", *args, check_rc=0)  # nothing new to decide: the status at connect still goes out
+    wait_until(lambda: bool(sub.on(f"{TOPIC}/status")), 10, "the status")
+    status = sub.json_on(f"{TOPIC}/status")[-1]
+    jsonschema.validate(status, STATUS_SCHEMA)
+    refs = status["references"]
+    assert {cam: {mode: f["count"] for mode, f in modes.items()} for cam, modes in refs.items()} == {
+        "cam1": {"day": 2, "ir": 1},
+        "cam2": {"day": 1},
+    }
+    since = time.time() - before
+    assert 0 <= refs["cam1"]["day"]["age_s"] <= since + 1 and 0 <= refs["cam1"]["ir"]["age_s"] <= since + 1
+    assert abs(refs["cam2"]["day"]["age_s"] - 2 * 86400) <= since + 2
+
+
+def test_a_broken_reference_bank_leaves_freshness_out_of_the_status_and_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(None, [f"store.root={tmp_path}", "mqtt.host=127.0.0.1"])
+    ledger = Ledger(config.ledger_path)
+    publisher = Publisher(config, Hooks(("m", "1.0"), lambda: 0.1))
+    assert "references" not in publisher.status(ledger)  # no bank yet: nothing to say, nothing logged
+    config.bank_path.write_bytes(b"this is not a database " * 200)
+    with caplog.at_level(logging.WARNING, logger="firmware_app.events.mqtt"):
+        statuses = [publisher.status(ledger) for _ in range(3)]
+    for status in statuses:
+        jsonschema.validate(status, STATUS_SCHEMA)
+        assert "references" not in status
+    problems = [r for r in caplog.records if "reference freshness left out" in r.getMessage()]
+    assert len(problems) == 1, "one line per new problem, not one per heartbeat"
+    config.bank_path.unlink()
+    bank = ReferenceBank(config.bank_path, "extractor 1")  # mended: the next status carries it again
+    bank.add("cam1", "day", np.zeros((2, 2, 4), np.float32), origin="manual", source="a.jpg", sha256="a" * 64)
+    bank.close()
+    status = publisher.status(ledger)
+    jsonschema.validate(status, STATUS_SCHEMA)
+    assert status["references"]["cam1"]["day"]["count"] == 1
+    ledger.close()

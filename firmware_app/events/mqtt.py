@@ -28,7 +28,7 @@ from firmware_app.config import Config, MqttSection
 from firmware_app.errors import ConfigError, LedgerUnavailable
 from firmware_app.events import discovery
 from firmware_app.events.health import health
-from firmware_app.events.payloads import Topics, build_status, dumps
+from firmware_app.events.payloads import Topics, build_status, dumps, reference_freshness
 from firmware_app.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class Publisher:
         self._tokens = float(WINDOW)
         self._tokens_at = time.monotonic()
         self._backlog = False
+        self._bank_problem = ""
         self.delivered = 0
 
     # -- the trap's side --------------------------------------------------------------------
@@ -159,7 +160,9 @@ class Publisher:
         return min(IDLE_LOOP_S, self.m.keepalive_s / 2)
 
     def _drained(self, ledger: Ledger) -> bool:
-        return not self._in_flight and ledger.outbox_state()[0] == 0
+        """Nothing in flight or waiting, and the status due at connect sent (`run --once` with nothing
+        new would otherwise say online and offline, and never how the trap is)."""
+        return not self._in_flight and self._next_status != 0.0 and ledger.outbox_state()[0] == 0
 
     # -- connection -------------------------------------------------------------------------
     def _client(self, ledger: Ledger) -> Any:
@@ -301,8 +304,27 @@ class Publisher:
         return build_status(
             self.config.trap.id, self.started_at, now, ledger.counts_since(started), ledger.counts_since(today),
             ledger.outbox_state(), health(self.config.store.root), self.hooks.model, self.hooks.cutoff(),
-            ledger.last_event_at(),
+            ledger.last_event_at(), self._references(now),
         )  # fmt: skip
+
+    def _references(self, now: float) -> dict[str, dict[str, dict[str, Any]]] | None:
+        """How fresh each camera's references are: one small read-only query of the bank per status.
+        None (the field is left out) without camera context, without a bank yet, or when the bank
+        cannot be read (logged once per new problem: the status itself must still go out)."""
+        from firmware_app.context.bank import BankError, freshness
+
+        path = self.config.bank_path
+        if not self.config.context.enabled or not path.exists():
+            return None
+        try:
+            rows = freshness(path)
+        except BankError as exc:
+            if str(exc) != self._bank_problem:
+                log.warning("MQTT status: reference freshness left out: %s", exc)
+                self._bank_problem = str(exc)
+            return None
+        self._bank_problem = ""
+        return reference_freshness(rows, now)
 
     def _heartbeat(self, client: Any, ledger: Ledger) -> None:
         now = time.monotonic()

@@ -128,13 +128,15 @@ def build_status(
     model: tuple[str, str],
     cutoff: float,
     last_event_at: str | None,
+    references: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """`references` (reference_freshness()): left out when the trap cannot say (no bank, a broken one)."""
     depth, oldest = outbox
     oldest_age = None
     if oldest:
         oldest_age = max(0.0, now - datetime.fromisoformat(oldest).timestamp())
     decided = today["kept"] + today["discarded"]
-    return {
+    status: dict[str, Any] = {
         "schema": STATUS_SCHEMA,
         "trap_id": trap_id,
         "at": iso(now),
@@ -148,3 +150,20 @@ def build_status(
         "software": __version__,
         **health,
     }
+    if references is not None:
+        status["references"] = references
+    return status
+
+
+def reference_freshness(rows: list[dict[str, Any]], now: float) -> dict[str, dict[str, dict[str, Any]]]:
+    """context.bank.freshness() rows, compact for the status: {camera: {mode: {count, age_s}}}, age_s
+    the seconds since the camera's newest reference of that mode was added (the trap's clock, as `at`)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        try:
+            added = datetime.fromisoformat(str(row["newest_added_at"])).timestamp()
+            age: float | None = round(max(0.0, now - added), 1)
+        except ValueError:
+            age = None
+        out.setdefault(str(row["camera"]), {})[str(row["mode"])] = {"count": int(row["references"]), "age_s": age}
+    return out
