@@ -51,6 +51,7 @@ class ReplayFrame:
     assessment: Assessment | None = None
     verdict: Verdict | None = None  # the judge's call on this frame
     seed: bool = False
+    references: tuple[str, ...] = ()  # deployment mode: the frames its burst's fresh bank held, in order
 
     @property
     def y(self) -> int:
@@ -247,6 +248,8 @@ def deployment(
                 if picked:
                     judge.add_references(camera, [(data, str(r.frame.path)) for r, data, _, _ in picked],
                                          bursts=[r.burst for r, *_ in picked])  # fmt: skip
+                for row in members:
+                    row.references = tuple(str(r.frame.path) for r, *_ in picked)
                 judge_burst(judge if picked else plain, camera, burst, members, learn=False)
                 bank.close()
                 bar.advance(task, len(members))
@@ -401,17 +404,22 @@ def context_scores(rows: list[ReplayFrame]) -> list[Any]:
 
 
 def write_decisions(rows: list[ReplayFrame], out: Path) -> None:
-    """Per frame, what the judge decided: the same columns the trap's ledger holds for a frame."""
+    """Per frame, what the judge decided: the same columns the trap's ledger holds for a frame; in
+    deployment mode also `references`, the frames its burst was judged against (a JSON list of paths,
+    in the order they were added: `reference add` of exactly these reproduces it on a trap)."""
     import csv
+    import json
 
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", "camera", "burst", "score", "context_state", "context_score", "decision"])
+        writer.writerow(["path", "label", "camera", "burst", "score", "context_state", "context_score", "decision",
+                         "references"])  # fmt: skip
         for r in rows:
             a = r.assessment
             writer.writerow([
                 r.frame.path, r.frame.label, r.camera, r.burst, "" if r.score is None else f"{r.score:.6f}",
                 a.state if a else "", "" if a is None or a.score is None else f"{a.score:.6f}", r.verdict or "",
+                json.dumps(list(r.references)) if r.references else "",
             ])  # fmt: skip
 
 

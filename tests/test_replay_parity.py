@@ -1,10 +1,13 @@
 """One judge: `blankfilter eval --context` (the workstation replay) and `blankfilter run` (the trap)
 decide the same labelled frames, in the same time order, identically: the same per-frame decision,
-context state and scores. Both as real subprocesses, the shipped model and extractor, real SQLite."""
+context state and scores; and so do `eval --context --deployment` and `run` given the references the
+deployment replay chose for a burst. Real subprocesses, the shipped model and extractor, real SQLite."""
 
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -101,3 +104,92 @@ def test_eval_context_replay_and_run_decide_every_frame_identically(tmp_path: Pa
     # The comparison means something only if context actually judged frames here.
     assert "matched" in states, states
     assert {d for d, *_ in ran.values()} == {"blank", "nonblank"}
+
+
+# -- deployment mode ------------------------------------------------------------------------------
+# camera -> bursts (label, frames), 3 h apart: each burst's references come from the camera's other
+# blank bursts (all at least --min-gap-h 2 away), never from itself.
+DEPLOYED = {
+    "camA": [
+        ("animal", ["missouri/SEQ75192_IMG_0001.JPG", "missouri/SEQ75192_IMG_0002.JPG"]),
+        ("blank", ["missouri/SEQ75192_IMG_0003.JPG"]),
+        ("blank", ["missouri/SEQ75192_IMG_0004.JPG"]),
+        ("blank", ["missouri/SEQ75192_IMG_0005.JPG"]),
+        ("blank", ["missouri/SEQ75192_IMG_0004.JPG:b", "missouri/SEQ75192_IMG_0005.JPG:b"]),
+    ],
+    "camB": [
+        ("animal", ["wellington/11374_1-1.JPG", "wellington/11374_2-1.JPG", "wellington/11374_3-1.JPG"]),
+        ("blank", ["wellington/1200_1-0.JPG"]),
+        ("blank", ["wellington/1200_2-0.JPG"]),
+        ("blank", ["wellington/1200_3-0.JPG"]),
+        ("blank", ["wellington/1200_3-0.JPG:f"]),
+    ],
+}
+REPRODUCED = ["camA|b0", "camA|b4", "camB|b0", "camB|b2", "camB|b4"]  # animal, blank, and a mirrored scene
+
+
+def make_deployment_set(tmp_path: Path) -> tuple[Path, Path]:
+    """frames/<camera>/b<burst>_<i>.jpg with their labels and capture times in deployment.csv."""
+    folder, rows = tmp_path / "frames", []
+    for c, (camera, bursts) in enumerate(DEPLOYED.items()):
+        for b, (label, burst) in enumerate(bursts):
+            for i, source in enumerate(burst):
+                when = T0 + timedelta(hours=3 * b, minutes=30 * c, seconds=i)
+                rel = f"{camera}/b{b}_{i}.jpg"
+                write_frame(source, folder / rel, when)
+                rows.append([f"frames/{rel}", label, camera, f"b{b}", camera, when.strftime("%Y:%m:%d %H:%M:%S")])
+    labels = tmp_path / "deployment.csv"
+    with labels.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "location", "sequence", "camera", "datetime"], *rows])
+    return folder, labels
+
+
+def test_deployment_replay_and_run_with_the_same_references_decide_every_frame_identically(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """`eval --context --deployment` judges each burst with a fresh bank of known blanks from the
+    camera's other bursts. A trap given exactly those references (`reference add`, in the order the
+    decisions CSV lists them) and then that burst alone (`run --once`) decides it identically."""
+    folder, labels = make_deployment_set(tmp_path)
+    decisions = tmp_path / "deployment-decisions.csv"
+    run_cli("eval", "--context", "--deployment", "--labels", labels, "--decisions", decisions, "--quiet",
+            check_rc=0)  # fmt: skip
+    with decisions.open() as fh:
+        replayed = {Path(r["path"]).relative_to(folder).as_posix(): r for r in csv.DictReader(fh)}
+    assert len(replayed) == sum(len(frames) for bursts in DEPLOYED.values() for _, frames in bursts)
+    burst_of = {path: r["burst"] for path, r in replayed.items()}
+
+    states = set()
+    for burst in REPRODUCED:
+        camera, _, sequence = burst.partition("|")
+        members = sorted(p for p, b in burst_of.items() if b == burst)
+        (refs_json,) = {replayed[p]["references"] for p in members}  # one bank per burst
+        refs = [Path(p) for p in json.loads(refs_json)]
+        ref_bursts = {burst_of[r.relative_to(folder).as_posix()] for r in refs}
+        assert refs and burst not in ref_bursts, (burst, refs)  # never the frame or its burst
+        assert all(replayed[r.relative_to(folder).as_posix()]["label"] == "blank" for r in refs)
+        assert len(refs) <= 3  # --seed-blanks per lighting mode; each camera here has one mode
+
+        trap = tmp_path / "trap" / f"{camera}-{sequence}"
+        inbox, store = trap / "inbox", trap / "store"
+        for path in members:
+            (inbox / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / path, inbox / path)
+        common = ["--set", f"source.inbox={inbox}", "--set", f"store.root={store}", "--set", "store.min_free_mb=0",
+                  "--set", "context.topup_spacing_s=0", "--set", "source.settle_s=0"]  # fmt: skip
+        run_cli("reference", "add", *refs, "--camera", camera, *common, check_rc=0)
+        run_cli("run", "--once", *common, check_rc=0)
+        db = sqlite3.connect(store / "ledger.db")
+        ran = {p: (d, s, cs, st) for p, d, s, cs, st in
+               db.execute("SELECT path, decision, score, context_score, context_state FROM frames")}  # fmt: skip
+        db.close()
+        assert sorted(ran) == members
+        for path, (decision, score, context_score, state) in ran.items():
+            r = replayed[path]
+            assert (decision, state or "") == (r["decision"], r["context_state"]), path
+            assert abs(score - float(r["score"])) < 1e-6, path
+            if context_score is not None or r["context_score"]:
+                assert abs(context_score - float(r["context_score"])) < 1e-5, path
+            states.add(state)
+    # The comparison means something only if context actually judged frames here.
+    assert "matched" in states, states
