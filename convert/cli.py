@@ -41,6 +41,13 @@ def _crop(text: str) -> tuple[float, float]:
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model .tflite with its card; default: the shipped model")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    parser.add_argument(
+        "--kernels",
+        choices=("optimised", "reference"),
+        default="optimised",
+        help="reference: the runtime's portable integer kernels, which score exactly as a Raspberry Pi "
+        "(arm64) does; this machine's optimised kernels may differ by a few int8 steps (slower)",
+    )
     parser.add_argument("--labels", type=Path, help="Labels CSV: path,label[,location,sequence]")
     parser.add_argument("--scores", type=Path, help="read scores from this CSV instead of running the model")
     parser.add_argument("--save-scores", type=Path, help="write the scores to this CSV")
@@ -147,7 +154,7 @@ def register(sub: Any) -> None:
 def _classifier(args: argparse.Namespace) -> Any:
     from firmware_app.classifiers import load_classifier
 
-    return load_classifier(args.model, threads=args.threads)
+    return load_classifier(args.model, threads=args.threads, kernels=args.kernels)
 
 
 def _scored(args: argparse.Namespace, gamma: str = "auto", classifier: Any = None) -> list[Any]:

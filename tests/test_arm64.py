@@ -193,20 +193,14 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64Run]:
 def x86_reference() -> dict[str, float]:
     """p on x86-64 with the runtime's reference kernels (BUILTIN_REF): the portable integer code.
 
-    The classifier as the trap builds it (its decode, gamma, input tensor), with the interpreter
-    swapped for one on the reference kernels.
+    The classifier as the trap builds it (its decode, gamma, input tensor) on the reference kernels,
+    as `blankfilter eval/tune --kernels reference` score frames for a cutoff that holds on the Pi.
     """
     from firmware_app.classifiers import load_classifier
     from firmware_app.config import load_config
     from firmware_app.imaging import ImagingSettings, prepare_jpeg
 
-    classifier: Any = load_classifier(MODEL, 2, False, "auto")
-    _, module = import_runtime(classifier.runtime)
-    ref = module.Interpreter(
-        model_path=str(MODEL), num_threads=1, experimental_op_resolver_type=module.OpResolverType.BUILTIN_REF
-    )
-    ref.allocate_tensors()
-    classifier.interpreter = ref
+    classifier: Any = load_classifier(MODEL, 1, False, "auto", kernels="reference")
     settings = ImagingSettings.from_config(load_config(None, []).imaging)
     return {
         rel: classifier.score(prepare_jpeg((FRAMES / rel).read_bytes(), classifier.card.input, settings).pixels)

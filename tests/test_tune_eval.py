@@ -180,6 +180,32 @@ def test_eval_numbers_agree_with_classify(run_cli: RunCli, model_copy: Path, tmp
         assert (burst["n"], burst["nonblank"], burst["kept_nonblank"]) == (1, 1, int(best >= cutoff))
 
 
+def test_reference_kernels_score_as_the_portable_integer_code(run_cli: RunCli, tmp_path: Path) -> None:
+    """`--kernels reference` scores every frame with the runtime's reference kernels (what an arm64 Pi
+    computes, tests/test_arm64.py): the same numbers as an interpreter opened on BUILTIN_REF by hand."""
+    from convert.scoring import read_scores
+    from firmware_app.classifiers import default_model_path, load_classifier
+    from firmware_app.classifiers.tflite import import_runtime
+    from firmware_app.imaging import ImagingSettings, prepare_jpeg
+
+    model = default_model_path()  # the shipped int8 model: its kernels matter, a tiny one's may not
+    saved = tmp_path / "scores.csv"
+    run_cli("eval", "--model", model, "--labels", LABELS, "--kernels", "reference", "--save-scores", saved,
+            "--quiet", check_rc=0)  # fmt: skip
+    got = {Path(f.path).name: f.score for f in read_scores(saved)}
+    classifier = load_classifier(model, 1)
+    _, module = import_runtime(classifier.runtime)
+    by_hand = module.Interpreter(
+        model_path=str(model), num_threads=1, experimental_op_resolver_type=module.OpResolverType.BUILTIN_REF
+    )
+    by_hand.allocate_tensors()
+    classifier.interpreter = by_hand  # type: ignore[attr-defined]
+    for rel in fixture_labels():
+        pixels = prepare_jpeg((FRAMES / rel).read_bytes(), classifier.card.input, ImagingSettings()).pixels
+        assert got[Path(rel).name] == pytest.approx(classifier.score(pixels), abs=1e-9), rel
+    assert len(got) == len(fixture_labels())
+
+
 def test_bad_labels_file_is_a_clear_error(run_cli: RunCli, model_copy: Path, tmp_path: Path) -> None:
     bad = tmp_path / "labels.csv"
     bad.write_text("path,label\nx.jpg,maybe\n")

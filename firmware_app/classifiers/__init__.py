@@ -57,9 +57,10 @@ def load_classifier(
     threads: int = 2,
     edgetpu: bool = False,
     runtime: str = "auto",
+    kernels: str = "optimised",
 ) -> Classifier:
     """Load and check a model now, so a bad file fails at start-up and not at frame 1000."""
     from firmware_app.classifiers.tflite import TFLiteClassifier
 
     model_path = path if path is not None else default_model_path()
-    return TFLiteClassifier(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
+    return TFLiteClassifier(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime, kernels=kernels)

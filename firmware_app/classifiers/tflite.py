@@ -72,7 +72,14 @@ class TFLiteModel:
     kinds: tuple[str, ...] = CLASSIFIER_KINDS
     role = "classifier"
 
-    def __init__(self, model_path: Path, threads: int = 2, edgetpu: bool = False, runtime: str = "auto") -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int = 2,
+        edgetpu: bool = False,
+        runtime: str = "auto",
+        kernels: str = "optimised",
+    ) -> None:
         check_tflite_file(model_path)
         self.card: ModelCard = load_card(model_path)
         if self.card.output_kind not in self.kinds:
@@ -88,6 +95,7 @@ class TFLiteModel:
             )
         name, module = import_runtime(runtime)
         self.model_path = model_path
+        self.kernels = kernels
         self.interpreter, self.runtime = self._open(module, name, model_path, threads, edgetpu)
         self._check_tensors()
         self.check_output(self.run(np.zeros((self.card.input.height, self.card.input.width, 3), np.uint8)))
@@ -97,8 +105,13 @@ class TFLiteModel:
             opened = self._open_edgetpu(module, name, path)
             if opened is not None:
                 return opened
+        options: dict[str, Any] = {}
+        if self.kernels == "reference":
+            # The portable integer kernels: on x86-64 they give exactly the scores an arm64 Pi computes
+            # (its optimised kernels do too); x86's own optimised kernels differ by a few int8 steps.
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
         try:
-            interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
+            interpreter = module.Interpreter(model_path=str(path), num_threads=threads, **options)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: the TFLite runtime ({name}) cannot load it: {exc}") from None
