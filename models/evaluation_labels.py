@@ -1,31 +1,19 @@
-"""Write the Labels CSV that the shipped model is evaluated on: every frame it never trained on.
+"""Write the Labels CSV that camera context is measured on, leave one location out.
 
-    python models/evaluation_labels.py --data ../shared/data --split models/build/split.json \
-        --out models/build/evaluation_labels.csv
-    blankfilter eval --model models/blankfilter-cellnet-320.tflite --labels models/build/evaluation_labels.csv
+    python models/evaluation_labels.py --data ../shared/data --out models/build/lolo_labels.csv
+    blankfilter eval --context --deployment --lolo --labels models/build/lolo_labels.csv
 
-`location` is the dataset (so `eval` reports each unseen place apart): the held-out Missouri bursts,
-and the small sets from other places (LILA samples, SpeciesNet samples, Snapshot Serengeti,
-Wellington, burrowing owls, jaguar film scans), and the Norway tunnels unless the model trained on
-them (split.json says). The `camera` and `datetime` columns are kept for `eval --context`.
-Rows in each folder's uncertain.csv are left out, as the data README asks.
+The places with cameras, one group per `location`: Missouri's Panama and Netherlands cameras, each
+Norway tunnel, Wellington. The `camera` and `datetime` columns are what `eval --context` groups
+references by. Rows in each folder's uncertain.csv are left out, as the data README asks. (The
+classifier's own leave-one-location-out measurement is models/train.py's.)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
-
-UNSEEN = [
-    "lila_samples",
-    "speciesnet_samples",
-    "serengeti_samples",
-    "wellington_sequences",
-    "owl_burrows",
-    "jaguar_film",
-]
 
 
 def rows(folder: Path) -> list[dict[str, str]]:
@@ -40,61 +28,10 @@ def rows(folder: Path) -> list[dict[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", type=Path, required=True, help="split.json written by models/train.py")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--context",
-        action="store_true",
-        help="instead: every Missouri burst and the Norway tunnels, the places with cameras, for `eval --context`",
-    )
-    parser.add_argument(
-        "--context-lolo",
-        action="store_true",
-        help="instead: the places with cameras as leave-one-location-out groups, for `eval --context --lolo`",
-    )
+    parser.add_argument("--context-lolo", action="store_true", help="(the only mode; kept for older scripts)")
     args = parser.parse_args()
-    if args.context_lolo:
-        write_lolo_labels(args.data, args.out)
-        return
-    if args.context:
-        write_context_labels(args.data, args.out, json.loads(args.split.read_text()))
-        return
-    split = json.loads(args.split.read_text())
-    held = set(split["heldout_missouri_bursts"])
-    unseen = UNSEEN if split.get("trained_on_norway", True) else [*UNSEEN, "norway_tunnels"]
-    with args.out.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "location", "sequence", "camera", "datetime"])
-        for r in rows(args.data / "missouri"):
-            if r["sequence"] in held:
-                path = (args.data / "missouri" / r["path"]).resolve()
-                writer.writerow([path, r["label"], "missouri_heldout", r["sequence"], r["camera"], ""])
-        for name in unseen:
-            for r in rows(args.data / name):
-                # a tunnel is a camera: its `location` names it, and camera context groups by it
-                camera = r.get("camera") or (r["location"] if name == "norway_tunnels" else "")
-                writer.writerow([(args.data / name / r["path"]).resolve(), r["label"], name, r.get("sequence", ""),
-                                 camera, r.get("datetime", "")])  # fmt: skip
-    print(f"wrote {args.out}")
-
-
-def write_context_labels(data: Path, out: Path, split: dict[str, object]) -> None:
-    """The camera-context replay needs a camera's other bursts for references, so all Missouri bursts
-    go in (`location` says which the classifier trained on: its numbers there flatter it, which makes
-    the comparison harder for camera context, not easier) with the Norway tunnels (one camera each)."""
-    held = set(split["heldout_missouri_bursts"])  # type: ignore[call-overload]
-    with out.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "location", "sequence", "camera", "datetime"])
-        for r in rows(data / "missouri"):
-            where = "missouri_heldout" if r["sequence"] in held else "missouri_trained"
-            writer.writerow(
-                [(data / "missouri" / r["path"]).resolve(), r["label"], where, r["sequence"], r["camera"], ""]
-            )
-        for r in rows(data / "norway_tunnels"):
-            path = (data / "norway_tunnels" / r["path"]).resolve()
-            writer.writerow([path, r["label"], r["location"], r["sequence"], r["location"], r.get("datetime", "")])
-    print(f"wrote {out}")
+    write_lolo_labels(args.data, args.out)
 
 
 def write_lolo_labels(data: Path, out: Path) -> None:

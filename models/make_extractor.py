@@ -49,7 +49,7 @@ def reference_pixels(frames: list[Path]) -> np.ndarray:
 def dump_weights(out: Path, frames: list[Path]) -> None:
     """(torch venv) the backbone's weights as .npz with export_keras's names, and PyTorch reference maps."""
     import torch
-    from train import CellNet, load_imagenet  # the classifier's network: the same stem and blocks
+    from cellnet import CellNet, load_imagenet  # the classifier's network: the same stem and blocks
 
     net = CellNet()
     load_imagenet(net)

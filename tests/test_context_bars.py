@@ -57,7 +57,9 @@ def test_info_bars_are_found_per_camera_on_real_frames(
 
 @pytest.fixture
 def judge(tmp_path: Path) -> Judge:
-    config = load_config(None, [f"store.root={tmp_path}"])
+    # A classifier cutoff at which the classifier alone would discard these frames (the shipped one,
+    # tuned leave one location out, keeps almost every frame): what is kept here, context kept.
+    config = load_config(None, [f"store.root={tmp_path}", "model.cutoff=0.2"])
     return Judge(config, load_model(config), load_context(config))
 
 
@@ -150,16 +152,20 @@ GROUND = [(x, y) for y in (0.5, 0.65, 0.8) for x in (0.15, 0.35, 0.55, 0.75)]  #
 
 
 @pytest.mark.parametrize("share", [0.03, 0.01, 0.003], ids=["3pct", "1pct", "0.3pct"])
-def test_a_small_animal_anywhere_on_the_ground_is_kept_by_context(judge: Judge, share: float) -> None:
+def test_a_small_animal_anywhere_on_the_ground_is_kept_by_context(tmp_path: Path, share: float) -> None:
     """The camera's own fox at 3 %, 1 % and 0.3 % of a 640x640 night frame (0.3 %: 30x42 px, under
     half of one stride-32 cell), at twelve spots: the context score calls it non-blank at every
-    spot, and where the classifier would have lost it the context alone keeps it; the unchanged
-    empty frame of the camera matches its references and is discarded.
+    spot and keeps it there by itself (the classifier's veto is switched off here: the shipped
+    classifier, trained with pasted small animals, is sure of this fox at every spot, so with its veto
+    on, the veto would decide); the unchanged empty frame of the camera matches its references and
+    is discarded.
 
     Smallest seen, measured with this fox on this scene (not asserted): at 0.2 % of the frame
     (24x34 px) the context score still clears its cutoff at all twelve spots, barely (0.277 against
     0.269 at the far left); at 0.15 % (21x29 px) it falls under at some spots. Where the classifier
     is sure (p near 1, its veto), it keeps the frame whatever the context says."""
+    config = load_config(None, [f"store.root={tmp_path}", "model.cutoff=0.2", "context.veto_margin=20"])
+    judge = Judge(config, load_model(config), load_context(config))
     assert judge.context is not None
     judge.add_references("cam1", [(p.read_bytes(), p.name) for p in MISSOURI_BLANKS])
     cutoffs = judge.cutoffs
@@ -171,13 +177,9 @@ def test_a_small_animal_anywhere_on_the_ground_is_kept_by_context(judge: Judge, 
     verdict, action = verdict_of(judge, empty)
     assert verdict == Verdict.BLANK and action in DISCARD_ACTIONS
 
-    lost_by_the_classifier = []
     for x, y in GROUND:
         seen = context_of(judge, with_small_animal(MISSOURI_EMPTY, share, x, y), "cam1")
-        p, state, score = seen
-        assert state in (ContextState.MATCHED, ContextState.VETOED), (x, y, seen)
-        assert score is not None and score >= cutoffs.context, (x, y, seen)  # the context sees it
+        _, state, score = seen
+        assert state == ContextState.MATCHED, (x, y, seen)  # the context decides
+        assert score is not None and score >= cutoffs.context, (x, y, seen)  # and sees it
         assert verdict_of(judge, seen) == (Verdict.NONBLANK, Action.KEPT), (x, y, seen)
-        if state == ContextState.MATCHED and p is not None and p < cutoffs.classifier:
-            lost_by_the_classifier.append((x, y))
-    assert lost_by_the_classifier, "somewhere the classifier alone discards it: there the context judged it"
