@@ -2,12 +2,14 @@
 every error naming the key, the bad value and where it came from (file or --set).
 
 The sections are dataclasses; their fields *are* the schema (type, default, `meta` for ranges
-and choices), so docs, validation and defaults cannot drift apart.
+and choices), so docs, validation and defaults cannot drift apart. Every number is finite and has
+both bounds; every bad value of a file and of --set is reported at once, one line each.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,10 +20,20 @@ from firmware_app.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/blankfilter/config.toml")
 TRAP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+EXTENSION_PATTERN = re.compile(r"\.[A-Za-z0-9_-]{1,15}")  # a file name's suffix, as Path.suffix gives it
+MAX_STRING = 4096  # no config string (a path, a host, a topic) is longer; a longer one is a mistake
+MONTH_S = 30 * 86400
 
 
-def meta(help: str, *, choices: tuple[str, ...] = (), lo: float | None = None, hi: float | None = None) -> Any:
-    return {"help": help, "choices": choices, "lo": lo, "hi": hi}
+def meta(
+    help: str,
+    *,
+    choices: tuple[str, ...] = (),
+    lo: float | None = None,
+    hi: float | None = None,
+    max_len: int = MAX_STRING,
+) -> Any:
+    return {"help": help, "choices": choices, "lo": lo, "hi": hi, "max_len": max_len}
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:
@@ -41,7 +53,7 @@ class SourceSection:
                     choices=("folder", "picamera2", "opencv"))  # fmt: skip
     inbox: Path = opt(Path("/var/lib/blankfilter/inbox"), "folder the camera writes JPEGs into")
     recursive: bool = opt(True, "also watch sub-folders (one per camera or card)")
-    extensions: list[str] = opt([".jpg", ".jpeg"], "file endings taken as frames (case-insensitive)")
+    extensions: list[str] = opt([".jpg", ".jpeg"], "file endings taken as frames (case-insensitive; at least one)")
     watch: str = opt("auto", "inotify via watchdog, or polling", choices=("auto", "inotify", "poll"))
     poll_s: float = opt(5.0, "rescan interval when polling, and the safety rescan with inotify", lo=0.1, hi=3600)
     settle_s: float = opt(2.0, "a file is complete when closed, or unchanged in size for this long", lo=0.0, hi=600)
@@ -102,7 +114,9 @@ class StoreSection:
     audit_rate: float = opt(0.02, "share of blank bursts kept in audit/ to measure misses", lo=0.0, hi=1.0)
     quarantine_max_mb: float = opt(1024.0, "quarantine size cap; oldest go first", lo=0, hi=10_000_000)
     quarantine_max_days: float = opt(30.0, "quarantine age cap", lo=0, hi=3650)
-    min_free_mb: float = opt(200.0, "free-space floor: quarantine is pruned, then blanks deleted, to keep it", lo=0)
+    # hi: 1e9 MB (1 PB) is over any card or disk, so "always short of space" can still be said
+    min_free_mb: float = opt(200.0, "free-space floor: quarantine is pruned, then blanks deleted, to keep it",
+                             lo=0, hi=1e9)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,13 +137,14 @@ class ContextSection:
         "must agree before a frame is called blank)", lo=0, hi=2,
     )  # fmt: skip
     max_references: int = opt(12, "references kept per camera and lighting mode", lo=1, hi=200)
-    topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often", lo=0)
+    topup_spacing_s: float = opt(1800.0, "at most one automatic reference per camera and mode this often",
+                                 lo=0, hi=MONTH_S)  # fmt: skip
     quiet_reference_s: float = opt(
         3600.0, "camera sources: take a reference after this long without a trigger, and at most this often "
-        "(covers the light through the day and night); 0: never", lo=0,
+        "(covers the light through the day and night); 0: never", lo=0, hi=MONTH_S,
     )  # fmt: skip
     quiet_after_trigger_s: float = opt(
-        600.0, "camera sources: never take a quiet-time reference this soon after a trigger", lo=0
+        600.0, "camera sources: never take a quiet-time reference this soon after a trigger", lo=0, hi=MONTH_S
     )
     reference_pattern: str = opt(
         "",
@@ -142,7 +157,10 @@ class ContextSection:
 class MqttSection:
     host: str = opt("", "broker host; empty: no broker (events wait in the ledger's outbox)")
     port: int = opt(1883, "broker port (usually 8883 with TLS)", lo=1, hi=65535)
-    client_id: str = opt("", "MQTT client id; empty: blankfilter-<trap.id>")
+    client_id: str = opt(
+        "", "MQTT client id; empty: blankfilter-<trap.id>. Up to 256 characters: MQTT allows 65535 bytes but "
+        "brokers cap it (every broker must take 23), and a longer id is a mistake", max_len=256,
+    )  # fmt: skip
     topic_prefix: str = opt("blankfilter", "topics are <prefix>/<trap.id>/event, status, availability, config")
     username: str = opt("", "user name; empty: anonymous")
     password_file: str = opt("", "file with the password; empty: $CREDENTIALS_DIRECTORY/mqtt_password if set")
@@ -208,13 +226,16 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
                 tree.setdefault(section, {})[key] = (value, str(path))
     for item in overrides or []:
         section, key, value = _parse_override(item)
-        tree.setdefault(section, {})[key] = (value, f"--set {item}")
+        shown = item if len(item) <= 120 else f"{item[:80]}... ({len(item)} characters)"
+        tree.setdefault(section, {})[key] = (value, f"--set {shown}")
     origins = {f"{section}.{key}": where for section, keys in tree.items() for key, (_, where) in keys.items()}
-    built = {name: _build_section(name, tree.pop(name, {})) for name in SECTIONS}
-    if tree:
-        section = next(iter(tree))
-        where = next(iter(tree[section].values()))[1]
-        raise ConfigError(f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+    errors: list[str] = []  # every bad value at once: a field visit should not find them one by one
+    built = {name: _build_section(name, tree.pop(name, {}), errors) for name in SECTIONS}
+    for section, keys in tree.items():
+        where = next(iter(keys.values()))[1]
+        errors.append(f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+    if errors:
+        raise ConfigError("\n".join(errors))
     config = Config(**built, origin=origin)
     _cross_checks(config, origins)
     return config
@@ -254,21 +275,29 @@ FILE_KEYS = {("model", "path"), ("context", "extractor"), ("mqtt", "password_fil
              ("mqtt", "cert_file"), ("mqtt", "key_file"), ("camera", "motion_mask")}  # fmt: skip
 
 
-def _build_section(name: str, given: dict[str, tuple[Any, str]]) -> Any:
+def _build_section(name: str, given: dict[str, tuple[Any, str]], errors: list[str]) -> Any:
+    """The section from its given keys; what is wrong goes to `errors` (and that key keeps its default)."""
     cls = SECTIONS[name]
     hints = get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, (value, where) in given.items():
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {name}.{key}; known in [{name}]: {', '.join(known)}")
-        values[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata, where)
+            errors.append(f"{where}: unknown key {name}.{key}; known in [{name}]: {', '.join(known)}")
+            continue
+        try:
+            values[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
     return cls(**values)
 
 
 def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> Any:
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"{where}: {dotted} = {value!r}: {why}")
+        shown = repr(value)
+        if len(shown) > 60:  # a 10 kB string must not become a 10 kB log line
+            shown = f"{shown[:40]}... ({len(value) if isinstance(value, (str, list)) else len(shown)} long)"
+        return ConfigError(f"{where}: {dotted} = {shown}: {why}")
 
     if hint is bool:
         if not isinstance(value, bool):
@@ -277,20 +306,28 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
     if hint in (int, float, float | None):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("must be a number")
+        allowed = f" (allowed: {info['lo']} to {info['hi']})"
+        if not math.isfinite(value):  # a nan cutoff keeps every frame: filtering silently off
+            raise bad("must be a finite number, not nan or inf" + allowed)
         if hint is int and not isinstance(value, int):
-            raise bad("must be a whole number")
+            raise bad("must be a whole number" + allowed)
         if info["lo"] is not None and value < info["lo"]:
-            raise bad(f"must be at least {info['lo']}")
+            raise bad(f"must be at least {info['lo']}" + allowed)
         if info["hi"] is not None and value > info["hi"]:
-            raise bad(f"must be at most {info['hi']}")
+            raise bad(f"must be at most {info['hi']}" + allowed)
         return value if hint is int else float(value)
     if hint is Path:
         if not isinstance(value, str) or not value:
             raise bad("must be a non-empty path")
+        if len(value) > info["max_len"]:
+            raise bad(f"must be at most {info['max_len']} characters")
         return Path(value)
     if hint == list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad('must be a list of strings, e.g. [".jpg", ".jpeg"]')
+        if not value or not all(EXTENSION_PATTERN.fullmatch(v) for v in value):
+            raise bad('must be a non-empty list of file endings, each a dot and 1-15 letters or digits, '
+                      'e.g. [".jpg", ".jpeg"]')  # fmt: skip
         return [v.lower() for v in value]
     if hint == list[int]:
         if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int and 16 <= v <= 8192 for v in value)):
@@ -298,6 +335,8 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
         return list(value)
     if not isinstance(value, str):
         raise bad("must be a string")
+    if len(value) > info["max_len"]:
+        raise bad(f"must be at most {info['max_len']} characters")
     if info["choices"] and value not in info["choices"]:
         raise bad(f"must be one of {', '.join(info['choices'])}")
     return value

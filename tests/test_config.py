@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +261,103 @@ def test_every_described_default_round_trips_through_set() -> None:
         config = load_config(None, [f"{key}={text}"])
         section, name = key.split(".")
         assert getattr(getattr(config, section), name) == default, key
+
+
+# -- numbers must be finite and bounded; lists and strings must be usable (issue 15, item 9) ---------
+NUMBER_KEYS = [
+    (name, f.name)
+    for name, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if f.type in ("float", "int", "float | None")
+]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_are_refused_for_every_number_key_in_a_file(tmp_path: Path, text: str) -> None:
+    assert ("model", "cutoff") in NUMBER_KEYS and ("decision", "burst_gap_s") in NUMBER_KEYS
+    for section, key in NUMBER_KEYS:
+        path = write(tmp_path, f"[{section}]\n{key} = {text}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        message = str(info.value)
+        assert str(path) in message and f"{section}.{key}" in message, message
+        said = message.replace(str(path), "")  # the test's own folder name says "finite" too
+        assert text.lstrip("+-") in said and "must be a finite number" in said, message
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_for_every_number_key_on_the_command_line(text: str) -> None:
+    for section, key in NUMBER_KEYS:
+        item = f"{section}.{key}={text}"
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [item])
+        message = str(info.value)
+        assert f"--set {item}" in message and "must be a finite number" in message, message
+
+
+def test_every_number_key_has_a_lower_and_an_upper_bound() -> None:
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.type in ("float", "int", "float | None"):
+                assert f.metadata["lo"] is not None and f.metadata["hi"] is not None, f"{name}.{f.name}"
+
+
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_a_free_space_floor_of_1e308_is_refused(tmp_path: Path, how: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        if how == "file":
+            load_config(write(tmp_path, "[store]\nmin_free_mb = 1e308\n"))
+        else:
+            load_config(None, ["store.min_free_mb=1e308"])
+    message = str(info.value)
+    assert "store.min_free_mb" in message and "1e+308" in message and "at most" in message
+
+
+@pytest.mark.parametrize("value", ["[]", '[""]', '["jpg"]', '[".j/pg"]'])
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_extensions_must_be_a_non_empty_list_of_suffixes(tmp_path: Path, how: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        if how == "file":
+            load_config(write(tmp_path, f"[source]\nextensions = {value}\n"))
+        else:
+            load_config(None, [f"source.extensions={value}"])
+    message = str(info.value)
+    assert "source.extensions" in message and 'e.g. [".jpg", ".jpeg"]' in message, message
+
+
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_a_10_kb_client_id_is_refused_and_23_to_256_characters_are_accepted(tmp_path: Path, how: str) -> None:
+    def load(client_id: str) -> Config:
+        if how == "file":
+            return load_config(write(tmp_path, f'[mqtt]\nclient_id = "{client_id}"\n'))
+        return load_config(None, [f'mqtt.client_id="{client_id}"'])
+
+    with pytest.raises(ConfigError) as info:
+        load("x" * 10_000)
+    message = str(info.value)
+    assert "mqtt.client_id" in message and "at most 256" in message and len(message) < 400, message
+    for n in (23, 256):  # 23: what every MQTT 3.1.1 broker must accept
+        assert load("c" * n).mqtt.client_id == "c" * n
+
+
+def test_several_bad_values_in_a_file_are_reported_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[model]\ncutoff = nan\n[decision]\nburst_gap_s = nan\n[store]\naudit_rate = nan\nmin_free_mb = 1e308\n"
+        "[source]\nextensions = []\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    for key in ("model.cutoff", "decision.burst_gap_s", "store.audit_rate", "store.min_free_mb", "source.extensions"):
+        assert key in message, message
+    assert message.count(str(path)) == 5
+
+
+def test_config_command_refuses_a_nan_cutoff_with_one_message(tmp_path: Path, run_cli: Any) -> None:
+    path = write(tmp_path, "[model]\ncutoff = nan\n[store]\naudit_rate = nan\n")
+    done = run_cli("config", "--config", path, check_rc=2)
+    assert "model.cutoff = nan" in done.stderr and "store.audit_rate = nan" in done.stderr
+    assert "finite" in done.stderr and "Traceback" not in done.stderr
+    done = run_cli("config", "--set", "decision.burst_gap_s=nan", check_rc=2)
+    assert "--set decision.burst_gap_s=nan" in done.stderr and "finite" in done.stderr
