@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -350,12 +351,43 @@ def _cross_checks(config: Config, origins: dict[str, str]) -> None:
             "(it becomes an MQTT topic segment)"
         )
     _check_mqtt(config, origins)
+    folders = [("store.root", config.store.root)]
+    if config.source.kind == "folder":
+        folders.insert(0, ("source.inbox", config.source.inbox))
+    problems = [f"{origins.get(key, 'defaults')}: {key} = {str(path)!r}: {why}"
+                for key, path in folders if (why := _folder_problem(path))]  # fmt: skip
+    if problems:
+        raise ConfigError("\n".join(problems))
     if config.imaging.dark_below >= config.imaging.bright_above:
         where = dict.fromkeys(origins.get(k, "defaults") for k in ("imaging.dark_below", "imaging.bright_above"))
         raise ConfigError(
             f"{', '.join(where)}: imaging.dark_below ({config.imaging.dark_below}) must be under "
             f"imaging.bright_above ({config.imaging.bright_above})"
         )
+
+
+def _folder_problem(path: Path) -> str:
+    """Why `path` can be neither used nor made as a folder ("" when it can): a regular file there, or
+    above it, would otherwise pass the config check and fail `run` with a traceback. Read-only: checking
+    a config makes nothing; permissions are left to the start-up (the service may run as another user)."""
+    probe = path
+    try:
+        while not (probe.exists() or probe.is_symlink()):
+            if probe.parent == probe:
+                return ""
+            probe = probe.parent
+        if probe.is_dir():
+            return ""
+        if probe.is_symlink() and not probe.exists():
+            kind = f"a link to {os.readlink(probe)}, which does not exist"
+        elif probe.is_file():
+            kind = "a regular file"
+        else:
+            kind = "not a folder (a device, pipe or socket)"
+    except OSError:  # cannot look (permissions): the start-up will say what is wrong
+        return ""
+    where = "" if probe == path else f"{probe}, above it, is {kind}, so it cannot be made"
+    return "must be a folder (or one that can be made); " + (where or f"{probe} is {kind}")
 
 
 def describe() -> list[tuple[str, Any, str]]:

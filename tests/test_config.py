@@ -361,3 +361,54 @@ def test_config_command_refuses_a_nan_cutoff_with_one_message(tmp_path: Path, ru
     assert "finite" in done.stderr and "Traceback" not in done.stderr
     done = run_cli("config", "--set", "decision.burst_gap_s=nan", check_rc=2)
     assert "--set decision.burst_gap_s=nan" in done.stderr and "finite" in done.stderr
+
+
+# -- folders must be folders (issue 15, item 7) -------------------------------------------------------
+@pytest.mark.parametrize("key", ["source.inbox", "store.root"])
+@pytest.mark.parametrize("how", ["file", "set"])
+def test_a_folder_key_naming_a_regular_file_is_a_config_error_naming_key_and_path(
+    tmp_path: Path, key: str, how: str
+) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a folder\n")
+    for given in (plain, plain / "below"):  # the file itself, or a folder that would have to be made under it
+        section, name = key.split(".")
+        with pytest.raises(ConfigError) as info:
+            if how == "file":
+                load_config(write(tmp_path, f'[{section}]\n{name} = "{given}"\n', name="c.toml"))
+            else:
+                load_config(None, [f"{key}={given}"])
+        message = str(info.value)
+        assert key in message and str(given) in message and "folder" in message, message
+        assert str(plain) in message and "regular file" in message, message
+
+
+def test_a_dangling_link_as_the_inbox_is_a_config_error(tmp_path: Path) -> None:
+    link = tmp_path / "inbox"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"source.inbox={link}", f"store.root={tmp_path / 'store'}"])
+    message = str(info.value)
+    assert "source.inbox" in message and str(link) in message and "link" in message, message
+
+
+def test_folders_that_exist_or_can_be_made_are_accepted(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "inbox")
+    for inbox in (tmp_path / "inbox", tmp_path / "linked", tmp_path / "new" / "deeper" / "inbox"):
+        config = load_config(None, [f"source.inbox={inbox}", f"store.root={tmp_path / 'store'}"])
+        assert config.source.inbox == inbox
+    assert not (tmp_path / "new").exists(), "checking a config makes no folder"
+
+
+def test_config_and_run_refuse_an_inbox_that_is_a_regular_file_without_a_traceback(
+    tmp_path: Path, run_cli: Any, store_args: Any
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.write_text("a file, not the camera's folder\n")
+    done = run_cli("config", "--set", f"source.inbox={inbox}", "--set", f"store.root={tmp_path / 'store'}",
+                   check_rc=2)  # fmt: skip
+    assert "source.inbox" in done.stderr and str(inbox) in done.stderr and "Traceback" not in done.stderr
+    done = run_cli("run", "--once", *store_args(inbox=inbox), check_rc=2)
+    assert "source.inbox" in done.stderr and str(inbox) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
