@@ -142,6 +142,8 @@ def decode_jpeg(
         raise ImageError(why_unidentified(data)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"unreadable image header: {exc}") from None
+    if image.format == "MPO":
+        image = primary_image(data)
     if image.format != "JPEG":
         raise ImageError(f"{image.format} file, not a JPEG: camera frames must be JPEG")
     width, height = image.size
@@ -169,6 +171,20 @@ def decode_jpeg(
     return upright, (width, height), exif_capture_time(exif)
 
 
+def primary_image(data: bytes) -> JpegImagePlugin.JpegImageFile:
+    """The primary image of a Multi-Picture Format file, opened as the plain JPEG it is.
+
+    Bushnell trail cameras (and phones) add an APP2 "MPF" index naming a second, smaller image (a
+    preview) stored after the primary image's EOI; Pillow then opens the file as "MPO". The primary
+    image is a baseline JPEG from the first byte to its EOI: that is the photo, and what is scored.
+    Opened as a JPEG it decodes exactly as before, with DCT scaling, and the preview is never read.
+    """
+    try:
+        return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"unreadable JPEG header of a multi-picture (MPO) file: {exc}") from None
+
+
 def why_unidentified(data: bytes) -> str:
     """Why Pillow recognised no format: a JPEG it cannot handle (12/16-bit, damaged header) says so."""
     if data[:3] != b"\xff\xd8\xff":
@@ -181,17 +197,22 @@ def why_unidentified(data: bytes) -> str:
 
 
 def exif_capture_time(exif: Image.Exif) -> datetime | None:
-    """DateTimeOriginal (with sub-seconds when present), else DateTime; None if missing or bad."""
+    """DateTimeOriginal (with sub-seconds when present), else DateTime; None if missing or bad.
+
+    Cameras with an unset clock or odd firmware write zeros, blanks or junk bytes (Pillow reads them
+    as Latin-1): only ASCII digits count, and anything else means "no time" (the caller then uses
+    the file's time), never an error.
+    """
     sub = exif.get_ifd(EXIF_IFD)
     text = sub.get(EXIF_DATETIME_ORIGINAL) or exif.get(EXIF_DATETIME)
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not text.isascii():
         return None
     try:
         stamp = datetime.strptime(text.strip("\x00 ").strip(), "%Y:%m:%d %H:%M:%S")
     except ValueError:
         return None
     subsec = str(sub.get(EXIF_SUBSEC_ORIGINAL) or "").strip("\x00 ")
-    if subsec.isdigit():
+    if subsec.isascii() and subsec.isdigit():  # str.isdigit alone takes "²", which int() refuses
         stamp = stamp.replace(microsecond=int(subsec[:6].ljust(6, "0")))
     return stamp
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from camera_jpegs import VARIANTS
 from conftest import FRAMES, MODELS, TINY_U8, cli_env
 from PIL import Image
 
@@ -253,6 +254,46 @@ def test_greyscale_and_cmyk_jpegs_are_scored_normally(
     assert row["error"] is None, f"{mode} JPEG failed: {row['error']}"
     assert row["score"] is not None and 0.0 <= row["score"] <= 1.0, row["score"]
     assert row["decision"] in ("blank", "nonblank") and row["state"] == "done", dict(row)
+
+
+NO_TIME_VARIANTS = {
+    "jfif_without_exif",
+    "zero_datetime_original",
+    "blank_datetime_original",
+    "garbage_datetime_original",
+    "junk_exif_block",
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_real_camera_jpeg_variant_is_scored_like_the_plain_frame(
+    variant: str, tmp_path: Path, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    """MPO (Bushnell), data after EOI, big thumbnails, JFIF only, broken dates: scored, not kept unscored."""
+    plain = (FRAMES / "owl" / "RCNX1419.JPG").read_bytes()
+    data = VARIANTS[variant](plain)
+    inbox = tmp_path / "inbox"
+    put(inbox / "cam" / "plain.JPG", plain)
+    put(inbox / "cam" / "variant.JPG", data)
+
+    probe = run_cli(
+        "classify", "--json", "--model", TINY_U8, inbox / "cam" / "variant.JPG", inbox / "cam" / "plain.JPG"
+    )
+    assert probe.returncode == 0 and "Traceback" not in probe.stderr, outcome(probe)
+    got, want = (json.loads(line) for line in probe.stdout.splitlines())
+    assert got["error"] is None, got
+    assert got["score"] == want["score"], (got, want)
+
+    done = run_once(run_cli, store_args)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, outcome(done)
+    rows = ledger_rows(tmp_path / "store")
+    row = rows["cam/variant.JPG"]
+    assert row["error"] is None, f"{variant}: {row['error']}"
+    assert row["score"] == rows["cam/plain.JPG"]["score"], dict(row)
+    assert row["decision"] in ("blank", "nonblank") and row["state"] == "done", dict(row)
+    assert row["time_source"] == ("mtime" if variant in NO_TIME_VARIANTS else "exif"), dict(row)
+    if variant in NO_TIME_VARIANTS:  # the time falls back to the file's
+        assert row["captured_ts"] == OLD_MTIME, dict(row)
 
 
 def test_png_named_png_is_skipped_and_left_in_place(

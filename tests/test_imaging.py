@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from camera_jpegs import VARIANTS
 from conftest import FRAMES, TINY_U8
 from PIL import Image
 
@@ -296,6 +297,58 @@ def test_cmyk_jpeg_decodes_to_rgb_and_scores(classifier: Classifier) -> None:
     red, green, blue = prepared.pixels.reshape(-1, 3).mean(axis=0)
     assert red > 200 and green < 50 and blue < 50
     assert 0.0 <= classifier.score(prepared.pixels) <= 1.0
+
+
+# -- what real cameras write ------------------------------------------------------------------
+OWL = FRAMES / "owl" / "RCNX1419.JPG"  # a Reconyx frame, 1280x900, EXIF DateTime 2019-07-07 00:03:35
+OWL_TIME = datetime(2019, 7, 7, 0, 3, 35)
+# The capture time each variant of OWL must give (None: no usable time, the caller uses the file's).
+VARIANT_TIMES = {
+    "mpo_with_preview": OWL_TIME,
+    "zeros_after_eoi": OWL_TIME,
+    "garbage_after_eoi": OWL_TIME,
+    "jpeg_after_eoi": OWL_TIME,
+    "thumbnail_in_exif": datetime(2024, 5, 6, 7, 8, 9),
+    "preview_in_app3": OWL_TIME,
+    "jfif_without_exif": None,
+    "zero_datetime_original": None,
+    "blank_datetime_original": None,
+    "garbage_datetime_original": None,
+    "garbage_subsec": datetime(2024, 5, 6, 7, 8, 9),
+    "junk_exif_block": None,
+}
+
+
+def test_every_camera_variant_has_an_expected_time() -> None:
+    assert set(VARIANT_TIMES) == set(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_camera_variant_gives_the_plain_frames_pixels_at_reduced_size(variant: str) -> None:
+    plain = OWL.read_bytes()
+    data = VARIANTS[variant](plain)
+    assert data != plain
+    want = prepare_jpeg(plain, SPEC, SETTINGS)
+    got = prepare_jpeg(data, SPEC, SETTINGS)
+    assert got.source_size == (1280, 900)
+    assert got.decoded_size == want.decoded_size == (160, 113), "not DCT-scaled like the plain frame"
+    assert np.array_equal(got.pixels, want.pixels), f"{variant}: not the plain frame's pixels"
+    assert got.captured_at == VARIANT_TIMES[variant]
+
+
+def test_bushnell_mpo_file_is_scored_on_its_primary_image(classifier: Classifier) -> None:
+    """Pillow calls a JPEG with an APP2 MPF index "MPO"; its primary image is the photo."""
+    plain = OWL.read_bytes()
+    data = VARIANTS["mpo_with_preview"](plain)
+    assert Image.open(io.BytesIO(data)).format == "MPO", "fixture is not what Pillow calls MPO"
+    image, source_size, captured = decode_jpeg(data, (64, 64), SETTINGS)
+    assert source_size == (1280, 900) and image.size == (160, 113) and captured == OWL_TIME
+    blue = np.asarray(image).reshape(-1, 3).mean(axis=0)[2]
+    assert blue < 200, "decoded the blue preview, not the primary image"
+    spec = classifier.card.input
+    assert classifier.score(prepare_jpeg(data, spec, SETTINGS).pixels) == classifier.score(
+        prepare_jpeg(plain, spec, SETTINGS).pixels
+    )
 
 
 # -- capture time -----------------------------------------------------------------------------
