@@ -106,11 +106,13 @@ def burst_is_blank(burst: Sequence[Candidate], cutoff: float | Cutoffs) -> bool:
 
 
 def burst_id(burst: Sequence[Candidate]) -> str:
-    """Stable across restarts: derived from the first frame, not from a counter."""
+    """Stable across restarts: derived from the first frame, not from a counter. Its bytes are part
+    of it: a camera whose clock and file counter were reset (a battery change, a formatted card)
+    writes a new burst under an old name and time, and that is another burst with its own event."""
     first = burst[0]
     if first.burst_hint:
         return first.burst_hint
-    return sha256_text(f"{first.path}|{first.captured_ts:.3f}")[:16]
+    return sha256_text(f"{first.path}|{first.captured_ts:.3f}|{first.sha256}")[:16]
 
 
 def audit_pick(burst_key: str, rate: float) -> bool:

@@ -157,12 +157,15 @@ def test_audit_sample_is_nested() -> None:
 # -- burst identity ---------------------------------------------------------------------------
 def test_burst_id_is_stable_and_from_the_first_frame() -> None:
     burst = [frame(1, "cam1/a.jpg", 0), frame(2, "cam1/b.jpg", 1)]
-    rebuilt = [frame(7, "cam1/a.jpg", 0), frame(8, "cam1/b.jpg", 1)]  # same frames, new row ids after a restart
+    same = {"sha": burst[0].sha256}
+    rebuilt = [frame(7, "cam1/a.jpg", 0, **same), frame(8, "cam1/b.jpg", 1)]  # same frames, new row ids after a restart
     assert burst_id(burst) == burst_id(rebuilt)
     assert len(burst_id(burst)) == 16 and all(c in "0123456789abcdef" for c in burst_id(burst))
     assert burst_id(burst) != burst_id([frame(1, "cam2/a.jpg", 0)])
     assert burst_id(burst) != burst_id([frame(1, "cam1/a.jpg", 5)])
     assert burst_id(burst) == burst_id(burst[:1])  # frames joining later do not change it
+    # a reset camera's new frame under an old name and time: other bytes, another burst
+    assert burst_id(burst) != burst_id([frame(1, "cam1/a.jpg", 0, sha="e" * 64), frame(2, "cam1/b.jpg", 1)])
 
 
 def test_burst_id_uses_the_source_hint() -> None:
