@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_USAGE = 0, 2
-TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")
+TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]{16,256}")  # fullmatch
 
 
 class UsageError(Exception):
@@ -88,7 +88,7 @@ def register(sub: Any) -> None:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})", text)
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})", text)
     if not m or int(m.group(2)) > 65535:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
     return m.group(1).strip("[]"), int(m.group(2))
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     token = None
     if args.token_file:
         token = read_secret(args.token_file, "--token-file").strip()
-        if not TOKEN_CHARS.match(token):
+        if not TOKEN_CHARS.fullmatch(token):
             raise UsageError(
                 f"--token-file {args.token_file}: the token must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ - "
                 "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"

@@ -47,8 +47,17 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def trap_id_pattern() -> re.Pattern[str]:
-    """A trap id as the event schema allows it (and the trap's config enforces): also used for topics."""
-    return re.compile(load_schema(EVENT_SCHEMA_FILE)["properties"]["trap_id"]["pattern"])
+    """A trap id as the event schema allows it (and the trap's config enforces): also used for topics.
+
+    Use it through `is_trap_id`: the schema's pattern ends in `$`, which in Python also matches
+    before a trailing newline, so only a full match is a trap id.
+    """
+    return re.compile(load_schema(EVENT_SCHEMA_FILE)["properties"]["trap_id"]["pattern"], re.ASCII)
+
+
+def is_trap_id(text: str) -> bool:
+    """The whole text is a trap id: "trap-01\\n" is not (it would end up in headers and file names)."""
+    return trap_id_pattern().fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,6 @@ class Ingestor:
         self.notify: Notify = notify or (lambda _kind, _data: None)
         self.event_validator = _validator(contracts.EVENT_SCHEMA_FILE)
         self.status_validator = _validator(contracts.STATUS_SCHEMA_FILE)
-        self.trap_pattern = contracts.trap_id_pattern()
         self._last_log: dict[str, tuple[float, int]] = {}  # reason -> (monotonic time logged, suppressed since)
 
     # -- the one entry point ----------------------------------------------------------------------
@@ -88,7 +87,7 @@ class Ingestor:
             raise Refused("topic", "not <prefix>/<trap>/<leaf>")
         if parsed.leaf == contracts.TO_TRAP:
             return "ignored: sent to a trap"
-        if not self.trap_pattern.match(parsed.trap):
+        if not contracts.is_trap_id(parsed.trap):
             raise Refused("trap id in topic")
         if parsed.leaf not in contracts.LEAVES or parsed.rest:
             raise Refused("unknown topic")

@@ -48,8 +48,8 @@ COOKIE = "bf_token"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/app.css": ("app.css", "text/css; charset=utf-8"),
           "/favicon.svg": ("favicon.svg", "image/svg+xml")}  # fmt: skip
-THUMB = re.compile(r"^/api/thumbnails/([0-9a-f]{32})\.jpg$")
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+THUMB = re.compile(r"/api/thumbnails/([0-9a-f]{32})\.jpg")  # fullmatch, as every pattern here
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)  # fullmatch: `$` would let a trailing newline in
 KEEPALIVE_S = 15.0
 
 
@@ -219,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
             self._csv(*self._filters(query))
         elif path == "/api/stream":
             self._stream()
-        elif m := THUMB.match(path):
+        elif m := THUMB.fullmatch(path):
             data = app.store.thumbnail(m.group(1))
             if data is None:
                 self._text(HTTPStatus.NOT_FOUND, "no thumbnail")
@@ -233,21 +233,21 @@ class Handler(BaseHTTPRequestHandler):
         text = query.get(key, [""])[0]
         if not text:
             return default
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:  # "²".isdigit() is True
             raise BadRequest(f"{key}: a whole number from {low} to {high}")
         return int(text)
 
     @staticmethod
     def _filters(query: dict[str, list[str]]) -> tuple[str | None, str | None, str | None]:
         trap = query.get("trap", [""])[0] or None
-        if trap is not None and not contracts.trap_id_pattern().match(trap):
+        if trap is not None and not contracts.is_trap_id(trap):
             raise BadRequest("trap: not a trap id")
         days = []
         for key in ("from", "to"):
             text = query.get(key, [""])[0] or None
             if text is not None:
                 try:
-                    if not DAY.match(text):
+                    if not DAY.fullmatch(text):
                         raise ValueError
                     date.fromisoformat(text)
                 except ValueError:

@@ -146,6 +146,25 @@ def test_csv_export(server: Server) -> None:
     assert rows[1]["first_file"] == "'=1+1"  # a formula from MQTT stays text in a spreadsheet
 
 
+def test_csv_export_refuses_a_trap_id_with_a_trailing_newline_instead_of_putting_it_in_a_header(
+    server: Server,
+) -> None:
+    fill(server)
+    for trap in ("trap-01%0A", "trap-01%0D%0ASet-Cookie:%20x=1", "trap-01%0A%0A"):
+        status, headers, _ = server.get(f"/api/events.csv?trap={trap}")
+        assert status == 400, (trap, status, headers)
+        assert "content-disposition" not in headers and "set-cookie" not in headers, headers
+        assert server.get(f"/api/events?trap={trap}")[0] == 400, trap
+
+
+def test_numbers_and_days_in_a_query_take_ascii_digits_only(server: Server) -> None:
+    fill(server)
+    for bad in ("/api/events?limit=%C2%B2", "/api/events?limit=%D9%A3", "/api/events?limit=5%0A",
+                "/api/events?from=2006-02-10%0A", "/api/activity?to=%D9%A2%D9%A0%D9%A0%D9%A6-02-10"):  # fmt: skip
+        assert server.get(bad)[0] == 400, bad
+    assert server.get("/api/events?limit=5&from=2006-02-10")[0] == 200
+
+
 def test_loopback_without_token_answers_loopback_names_only(server: Server) -> None:
     assert server.get("/api/state", {"Host": f"localhost:{server.port}"})[0] == 200
     status, _, body = server.get("/api/state", {"Host": "attacker.example"})  # DNS rebinding
@@ -212,3 +231,8 @@ def test_monitor_refuses_unsafe_settings(tmp_path: Path) -> None:
     assert done.returncode == 2 and "16 to 256 characters" in done.stderr
     done = run_monitor("--broker", "http://127.0.0.1", *db)
     assert done.returncode == 2 and "mqtt://HOST[:PORT]" in done.stderr
+
+
+def test_listen_port_takes_ascii_digits_only(tmp_path: Path) -> None:
+    done = run_monitor("--broker", "mqtt://127.0.0.1:1", "--listen", "127.0.0.1:٨٠٨٠", "--db", str(tmp_path / "m.db"))
+    assert done.returncode == 2 and "--listen" in done.stderr and "expected HOST:PORT" in done.stderr, done.stderr

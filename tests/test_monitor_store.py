@@ -242,3 +242,44 @@ def test_csv_export_is_safe_for_spreadsheets(store: Store, ingestor: Ingestor) -
     assert rows[0]["hour"] == "17" and rows[0]["trap_id"] == "trap-01" and rows[0]["max_score"] == "0.9"
     assert csvexport.to_text([]) == ",".join(csvexport.COLUMNS) + "\r\n"
     assert [csvexport.safe_cell(v) for v in ("\tx", "\rx", "a=b", 0.5, None)] == ["'\tx", "'\rx", "a=b", "0.5", ""]
+
+
+FORMULAS = [" =1+1", "\n=1+1", "\r\n-1", "  @SUM(A1)", "\u3000=1+1", "\u00a0+1", "\ufeff=1+1",
+            "＝1+1", "＋1", "－1", "＠SUM(A1)", " ＝1+1", "﹦1+1"]  # fmt: skip
+NOT_FORMULAS = ["a=b", "kept/a.jpg", " x", "1-2", "0.5", "trap-01", "", "x＝1", "2006-02-10T17:06:43Z"]
+
+
+@pytest.mark.parametrize("text", FORMULAS, ids=ascii)
+def test_csv_cell_read_as_a_formula_after_whitespace_or_in_full_width_forms_gets_a_quote(text: str) -> None:
+    assert csvexport.safe_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize("text", NOT_FORMULAS, ids=ascii)
+def test_csv_cell_that_is_no_formula_is_left_as_it_is(text: str) -> None:
+    assert csvexport.safe_cell(text) == text
+
+
+def test_csv_export_guards_formulas_hidden_behind_whitespace_newlines_and_full_width_signs(
+    store: Store, ingestor: Ingestor
+) -> None:
+    for i, file in enumerate(FORMULAS):
+        assert publish(ingestor, "trap-01", "event", make_event(burst=f"b{i}", ts=T0 + i, file=file)) == "event"
+    rows = list(csv.DictReader(io.StringIO(csvexport.to_text(store.export_rows()))))
+    assert [r["first_file"] for r in rows] == ["'" + f for f in FORMULAS]
+
+
+@pytest.mark.parametrize("trap", ["trap-01\n", "trap-01\r", "trap-01\n\n"], ids=ascii)
+def test_a_trap_id_with_a_trailing_newline_is_refused(store: Store, ingestor: Ingestor, trap: str) -> None:
+    assert not contracts.is_trap_id(trap)
+    assert publish(ingestor, trap, "event", make_event(trap=trap)) == "malformed: trap id in topic"
+    assert publish(ingestor, trap, "status", make_status(trap=trap)) == "malformed: trap id in topic"
+    assert store.traps() == [] and not list(store.export_rows())
+
+
+@pytest.mark.parametrize("cutoff", ['"٠.٥"', "٠.٥", '"0.5"', "0.٥", '"²"', "NaN", "Infinity", '"0.5\\n"'], ids=ascii)
+def test_a_remote_cutoff_not_written_in_ascii_digits_is_refused(store: Store, ingestor: Ingestor, cutoff: str) -> None:
+    payload = ('{"cutoff": ' + cutoff + ', "source": "remote"}').encode()
+    assert publish(ingestor, "trap-01", "status", make_status()) == "status"
+    assert publish(ingestor, "trap-01", "config", payload).startswith("malformed"), payload
+    card = store.trap("trap-01")
+    assert card is not None and card["cutoff"] == 0.077102 and card["cutoff_source"] != "remote"
