@@ -37,6 +37,7 @@ class Action(StrEnum):
     DELETED = "deleted"  # blank, removed from the inbox
     NOT_WRITTEN = "not_written"  # blank from a camera source: never written to the card
     VANISHED = "vanished"  # someone else removed the file before its action could finish
+    SUPERSEDED = "superseded"  # its file changed after it was read (an upload not finished): judged again, anew
     QUARANTINE_EXPIRED = "quarantine_expired"  # was quarantined; pruned by age, size or free space
 
 

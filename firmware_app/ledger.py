@@ -8,6 +8,11 @@ A frame moves through states, each committed before the next file operation:
 
 (`actions.State`; a camera source's frames are written first and recorded `done` at once.)
 
+A row whose file changed after it was read (an upload that stalled past `source.settle_s` and then
+went on, a file rewritten in place) is closed `done` as `superseded` before anything is done to the
+file: the decision was about other bytes. The file's new bytes are a new frame, with a row of their
+own; a path never has two rows waiting at once.
+
 After a crash, `scored` rows rejoin burst assembly and `decided` rows have their file operation
 replayed (idempotently), so no frame is lost and none is processed twice.
 WAL with synchronous=FULL: a committed decision survives a power cut, because a delete follows it.
@@ -52,7 +57,7 @@ CREATE TABLE IF NOT EXISTS frames (
     exposure      TEXT,               -- JSON: mean, shadows, highlights, greyscale
     decision      TEXT,               -- actions.Verdict: blank | nonblank | unknown (failed: kept)
     action        TEXT,               -- actions.Action: kept | failed_kept | audit | quarantined | blank_kept |
-                                      --   deleted | not_written | vanished | quarantine_expired
+                                      --   deleted | not_written | vanished | superseded | quarantine_expired
     dest          TEXT,               -- where the file went (relative to store root)
     state         TEXT NOT NULL,      -- actions.State: scored | decided | done
     error         TEXT,               -- why the frame could not be decoded or scored
@@ -202,9 +207,16 @@ class Ledger:
         row = self.db.execute("SELECT * FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return _row(row) if row else None
 
-    def add(self, frame: NewFrame) -> int:
+    def add(self, frame: NewFrame, supersedes: Iterable[int] = ()) -> int:
+        """Record a scored frame; `supersedes`: rows of earlier bytes of its file, still waiting for
+        their burst, closed as superseded in the same transaction (a path never waits twice)."""
         exposure = json.dumps(frame.exposure) if frame.exposure is not None else None
         with self.transaction() as db:
+            for old in supersedes:
+                db.execute(
+                    "UPDATE frames SET state = ?, action = ?, done_at = ? WHERE id = ? AND state = ?",
+                    (State.DONE, Action.SUPERSEDED, now_iso(), old, State.SCORED),
+                )
             cursor = db.execute(
                 "INSERT INTO frames (path, sha256, size, captured_at, captured_ts, time_source, burst_hint,"
                 " score, gamma, exposure, error, model, model_version, context_score, context_state, state, seen_at)"
@@ -217,6 +229,17 @@ class Ledger:
                 ),
             )  # fmt: skip
         return int(cursor.lastrowid or 0)
+
+    def revive(self, frame_id: int) -> FrameRow | None:
+        """A superseded frame's exact bytes are back (a file changed, then changed back): it waits
+        for its burst again, as scored (its score is of these very bytes)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE frames SET state = ?, action = NULL, decision = NULL, burst = NULL, dest = NULL,"
+                " decided_at = NULL, done_at = NULL, store_error = NULL WHERE id = ? AND action = ?",
+                (State.SCORED, frame_id, Action.SUPERSEDED),
+            )
+        return self.find_by_id(frame_id)
 
     def in_state(self, state: State) -> list[FrameRow]:
         rows = self.db.execute("SELECT * FROM frames WHERE state = ? ORDER BY captured_ts, path", (state,))

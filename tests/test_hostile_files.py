@@ -11,12 +11,21 @@ import json
 import os
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import FRAMES, TESTS
 from PIL import Image
+
+from firmware_app.app import build_trap
+from firmware_app.classifiers import load_classifier
+from firmware_app.config import load_config
+from firmware_app.loops.folder import FolderLoop
+from firmware_app.store import Store
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 StoreArgs = Callable[..., list[str]]
@@ -108,3 +117,140 @@ def test_a_new_burst_under_a_reused_name_and_time_sends_its_own_event(
     run_cli("run", "--once", *store_args(again_inbox, again_root, model=SHIPPED, model__cutoff=0.0), check_rc=0)
     by_bytes = {e["frames"][0]["sha256"]: e["event_id"] for e in sent}
     assert events(again_root)[0]["event_id"] == by_bytes[sha(first)]
+
+
+# -- 2. an upload that stalls half way --------------------------------------------------------------
+@contextmanager
+def folder_loop(tmp_path: Path, *sets: str) -> Iterator[FolderLoop]:
+    """The daemon's folder loop (not --once: a burst stays open while its last frame is recent),
+    polling the inbox, stepped by the test."""
+    config = load_config(
+        None,
+        [
+            f"source.inbox={tmp_path / 'inbox'}",
+            f"store.root={tmp_path / 'store'}",
+            "source.settle_s=0",
+            "source.watch=poll",
+            "source.poll_s=0.1",
+            "store.audit_rate=0",
+            "store.min_free_mb=0",
+            "context.enabled=false",
+            *sets,
+        ],
+    )
+    trap = build_trap(config, once=False, classifier=load_classifier(SHIPPED, threads=1))
+    loop = trap.loop
+    assert isinstance(loop, FolderLoop)
+    loop.recover()
+    loop.source.start()
+    try:
+        yield loop
+    finally:
+        loop.source.stop()
+        trap.ledger.close()
+
+
+def step_until(loop: FolderLoop, pool: ThreadPoolExecutor, done: Callable[[], bool], what: str) -> None:
+    """Step the loop until `done` (each step rescans the inbox: poll_s is 0.1 s); bounded."""
+    for _ in range(100):
+        loop.step(pool)
+        if done():
+            return
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_an_upload_that_stalls_half_way_is_judged_once_on_its_full_bytes(tmp_path: Path) -> None:
+    """An FTP upload stalls past source.settle_s: the half file is read, fails to decode and is
+    pending (kept if it came to that). Then the upload finishes. The half file's row is closed as
+    superseded, the full frame is judged on its own bytes, and every event names a file that exists."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    full = (FRAMES / "owl" / "RCNX1419.JPG").read_bytes()  # an owl, with an EXIF time
+    target = inbox / "cam1" / "RCNX1419.JPG"
+    put(target, full[: len(full) // 2])  # the upload stalls here
+    with folder_loop(tmp_path) as loop, ThreadPoolExecutor(1) as pool:
+        step_until(loop, pool, lambda: len(rows(root)) == 1, "the half file is scored")
+        (half,) = rows(root)
+        assert half["state"] == "scored" and half["score"] is None and "truncated" in half["error"], half
+
+        put(target, full, mtime=OLD + 30)  # the upload resumes and finishes
+        step_until(loop, pool, lambda: any(r["sha256"] == sha(full) for r in rows(root)), "the full file is scored")
+        loop.close_bursts(low_disk=False, flush=True)
+
+    final = {r["id"]: r for r in rows(root)}
+    assert final[half["id"]]["state"] == "done" and final[half["id"]]["action"] == "superseded", final[half["id"]]
+    live = [r for r in final.values() if r["action"] != "superseded"]
+    assert len(live) == 1, f"one frame, {len(live)} live rows: {live}"
+    assert live[0]["sha256"] == sha(full) and live[0]["score"] is not None and live[0]["state"] == "done"
+    assert live[0]["action"] == "kept", live[0]
+    assert (root / live[0]["dest"]).read_bytes() == full
+    assert not any(r["action"] == "vanished" for r in final.values())
+    assert len(events(root)) == 1
+    assert_events_name_existing_files(root)
+
+
+def test_a_frame_that_changes_after_it_was_judged_is_not_deleted_on_the_old_judgement(tmp_path: Path) -> None:
+    """A file judged blank, then rewritten with other bytes before its burst closes (a resumed or
+    restarted upload): the blank judgement was of other bytes, so the file is not deleted; the old row
+    is superseded and the new bytes are judged as a new frame."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    blank = (FRAMES / "speciesnet" / "blank.jpg").read_bytes()
+    animal = (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes()
+    target = inbox / "cam1" / "IMG_0001.JPG"
+    put(target, blank)
+    # cutoff 0.999: the blank frame is blank to the shipped model (so its burst would be deleted)
+    with folder_loop(tmp_path, "model.cutoff=0.999") as loop, ThreadPoolExecutor(1) as pool:
+        step_until(loop, pool, lambda: len(rows(root)) == 1, "the first file is scored")
+        assert rows(root)[0]["sha256"] == sha(blank)
+        put(target, animal, mtime=OLD + 5)  # rewritten before the burst closed; the loop has not rescanned
+        loop.close_bursts(low_disk=False, flush=True)
+        assert target.read_bytes() == animal, "a file was deleted on a judgement of other bytes"
+        first = rows(root)[0]
+        assert (first["state"], first["action"]) == ("done", "superseded"), first
+        step_until(loop, pool, lambda: any(r["sha256"] == sha(animal) for r in rows(root)), "the new bytes are scored")
+        loop.close_bursts(low_disk=False, flush=True)
+
+    (second,) = [r for r in rows(root) if r["sha256"] == sha(animal)]
+    assert second["state"] == "done" and second["score"] is not None
+    assert second["action"] in ("kept", "deleted"), second
+    if second["action"] == "kept":
+        assert (root / second["dest"]).read_bytes() == animal
+    assert_events_name_existing_files(root)
+
+
+class PowerCut(BaseException):
+    """Not an Exception: nothing in the loop may catch it, as nothing survives a power cut."""
+
+
+def test_a_decided_delete_is_not_replayed_on_a_file_rewritten_while_the_trap_was_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The power went after a blank burst's delete was recorded and before it ran; meanwhile the card
+    reader wrote other bytes under the name. The next start replays decided operations: it checks the
+    file is still the bytes judged, finds it is not, closes the row as superseded and judges the file."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    blank = (FRAMES / "speciesnet" / "blank.jpg").read_bytes()
+    animal = (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes()
+    target = inbox / "cam1" / "IMG_0001.JPG"
+    put(target, blank)
+
+    def power_cut(self: Store, rel: str) -> None:
+        raise PowerCut
+
+    monkeypatch.setattr(Store, "delete", power_cut)
+    with folder_loop(tmp_path, "model.cutoff=0.999") as loop, ThreadPoolExecutor(1) as pool:
+        step_until(loop, pool, lambda: len(rows(root)) == 1, "the first file is scored")
+        with pytest.raises(PowerCut):
+            loop.close_bursts(low_disk=False, flush=True)
+    monkeypatch.undo()
+    (decided,) = rows(root)
+    assert (decided["state"], decided["action"]) == ("decided", "deleted"), decided
+
+    put(target, animal, mtime=OLD + 5)  # while the trap was down
+    with folder_loop(tmp_path, "model.cutoff=0.999") as loop, ThreadPoolExecutor(1) as pool:
+        assert target.read_bytes() == animal, "a delete decided on other bytes was replayed"
+        step_until(loop, pool, lambda: any(r["sha256"] == sha(animal) for r in rows(root)), "the new bytes are scored")
+        loop.close_bursts(low_disk=False, flush=True)
+
+    first, second = rows(root)
+    assert (first["state"], first["action"]) == ("done", "superseded"), first
+    assert second["sha256"] == sha(animal) and second["state"] == "done" and second["score"] is not None

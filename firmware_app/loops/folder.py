@@ -51,6 +51,14 @@ class Loaded:
     size: int
     views: Views
     read_error: OSError | None  # why it could not even be read: it stays in the inbox
+    fingerprint: Fingerprint | None = None  # of the file as read (None: it changed while being read)
+
+
+Fingerprint = tuple[int, int, int]  # size, mtime (ns), inode: the file is still the bytes that were judged
+
+
+def fingerprint(st: os.stat_result) -> Fingerprint:
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 T = TypeVar("T")
@@ -92,6 +100,7 @@ class FolderLoop(LoopBase):
         self._learnable: dict[int, TopUpFrame] = {}  # frame id -> what a top-up needs (in memory only)
         self._last_arrival: dict[str, float] = {}
         self._retry_at: dict[int, tuple[float, float]] = {}  # frame id -> (when, backoff)
+        self._fingerprints: dict[int, Fingerprint] = {}  # frame id -> its file as judged (in memory only)
 
     # -- entry points -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -155,9 +164,7 @@ class FolderLoop(LoopBase):
         self.apply_all(interrupted)
         for row in self.ledger.in_state(State.SCORED):
             if (self.store.inbox / row.path).exists():
-                state, context_score = _recorded_context(row)
-                self._pend(Candidate(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score,
-                                     context_score, row.gamma, state))  # fmt: skip
+                self._repend(row)
             else:
                 self.ledger.done(
                     row.id, action=Action.VANISHED, error="file left the inbox before its burst was decided"
@@ -176,11 +183,15 @@ class FolderLoop(LoopBase):
         """The I/O and decoding of a frame. Touches neither the ledger nor the model, so it runs on
         the prefetch thread while the main thread scores the previous frame."""
         try:
-            stat = frame.path.stat()
+            before = frame.path.stat()
             data = frame.path.read_bytes()
+            stat = frame.path.stat()
         except OSError as exc:
             return Loaded(None, "", 0, Views(None, None, None), exc)
-        return Loaded(stat, sha256_bytes(data), len(data), self.judge.prepare_jpeg(data, camera_of(frame.rel)), None)
+        if fingerprint(before) != fingerprint(stat) or len(data) != stat.st_size:  # still being written
+            return Loaded(stat, sha256_bytes(data), len(data), Views(None, None, None), None, None)
+        views = self.judge.prepare_jpeg(data, camera_of(frame.rel))
+        return Loaded(stat, sha256_bytes(data), len(data), views, None, fingerprint(stat))
 
     def record(self, frame: Frame, loaded: Loaded) -> bool:
         """Judge a loaded frame and record it as 'scored'; its file stays untouched in the inbox."""
@@ -191,8 +202,24 @@ class FolderLoop(LoopBase):
             why = loaded.read_error.strerror if loaded.read_error else "unknown"
             log.error("%s: cannot read (%s); left in the inbox, will retry", frame.rel, why)
             return False
+        if loaded.fingerprint is None:
+            log.info("%s changed while it was read (still being written): judged once it settles", frame.rel)
+            return False
         stat, sha, prepared = loaded.stat, loaded.sha, loaded.views.prepared
         known = self.ledger.find(frame.rel, sha)
+        # Earlier bytes of this file still waiting for their burst (an upload that stalled past
+        # settle_s, then went on): superseded by these (in the same transaction as their row).
+        earlier = [c.frame_id for c in self._pending.values() if c.path == frame.rel and c.sha256 != sha]
+        if known is not None and known.action == Action.SUPERSEDED:
+            for old in earlier:
+                self.ledger.done(old, action=Action.SUPERSEDED)
+                self._forget(old)
+            known = self.ledger.revive(known.id)
+            if known is not None:
+                log.info("%s holds again the bytes judged at first: waiting for its burst again", frame.rel)
+                self._fingerprints[known.id] = loaded.fingerprint
+                self._repend(known)
+            return True
         if known is not None:
             if known.state == State.DONE:
                 self.drop_duplicate(frame, known, stat.st_size, stat.st_mtime)
@@ -219,9 +246,15 @@ class FolderLoop(LoopBase):
             context_state=seen.context_state,
         )
         try:
-            frame_id = self.ledger.add(record)
+            frame_id = self.ledger.add(record, supersedes=earlier)
         except sqlite3.IntegrityError:
             return True  # recorded by an earlier run between our find() and add(): already pending
+        for old in earlier:
+            log.warning("%s changed after it was read (an upload not finished?): judged again on its new bytes",
+                        frame.rel)  # fmt: skip
+            self._forget(old)
+            self.summary.counts[Action.SUPERSEDED] += 1
+        self._fingerprints[frame_id] = loaded.fingerprint
         self.summary.counts["scored" if seen.error is None else "failed"] += 1
         if seen.assessment is not None:
             self.summary.counts[f"context_{seen.assessment.state}"] += 1
@@ -272,6 +305,42 @@ class FolderLoop(LoopBase):
         self._pending[candidate.frame_id] = candidate
         self._last_arrival[camera_of(candidate.path)] = time.monotonic()
 
+    def _repend(self, row: FrameRow) -> None:
+        """A scored row from the ledger waits for its burst again (after a restart, or revived)."""
+        state, context_score = _recorded_context(row)
+        self._pend(Candidate(row.id, row.path, row.sha256, row.captured_ts, row.burst_hint, row.score,
+                             context_score, row.gamma, state))  # fmt: skip
+
+    def _forget(self, frame_id: int) -> None:
+        """A frame no longer waits for anything (superseded, vanished or done)."""
+        self._pending.pop(frame_id, None)
+        self._learnable.pop(frame_id, None)
+        self._fingerprints.pop(frame_id, None)
+        self._retry_at.pop(frame_id, None)
+
+    def judged_bytes(self, frame_id: int, rel: str, sha256: str) -> bool | None:
+        """Whether the inbox file is still the bytes that were judged: True, False (other bytes: a
+        resumed upload, a rewrite), or None when it is gone. Its size, mtime and inode as read say so
+        at the cost of a stat; when they differ (or are not known, after a restart) its sha256 does."""
+        path = self.store.inbox / rel
+        try:
+            if self._fingerprints.get(frame_id) == fingerprint(path.stat()):
+                return True
+            return sha256_file(path) == sha256
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return True  # unreadable: the file operation says why, and is retried
+
+    def supersede(self, frame_id: int, rel: str, when: str) -> None:
+        """Its file changed after it was judged: close the row; the new bytes are a new frame."""
+        log.warning("%s changed after it was judged (an upload not finished?): not %s; judged again as a new frame",
+                    rel, when)  # fmt: skip
+        self.ledger.done(frame_id, action=Action.SUPERSEDED)
+        self._forget(frame_id)
+        self.source.release(self.store.inbox / rel)
+        self.summary.counts[Action.SUPERSEDED] += 1
+
     def note_skipped(self, skipped: list[Skipped]) -> None:
         for item in skipped:
             st = item.path.stat() if item.path.exists() else None
@@ -309,6 +378,24 @@ class FolderLoop(LoopBase):
         return max(0.05, min(deadlines) - now)
 
     def decide(self, burst: list[Candidate], low_disk: bool) -> None:
+        """Decide a closed burst, then carry it out. Each frame must still be the bytes judged: one
+        that changed is superseded and the rest of its burst waits for its new bytes to be judged
+        (a burst is decided whole); one that is gone is recorded so, and never named by an event."""
+        changed = False
+        for frame in list(burst):
+            still = self.judged_bytes(frame.frame_id, frame.path, frame.sha256)
+            if still is None:
+                self.ledger.done(frame.frame_id, action=Action.VANISHED,
+                                 error="file left the inbox before its burst was decided")  # fmt: skip
+                self._forget(frame.frame_id)
+                self.summary.counts[Action.VANISHED] += 1
+                burst.remove(frame)
+            elif not still:
+                self.supersede(frame.frame_id, frame.path, "decided")
+                self._last_arrival[camera_of(frame.path)] = time.monotonic()  # its burst stays open
+                changed = True
+        if changed or not burst:
+            return
         verdict = self.judge.decide(burst, low_disk, on_disk=True)
         decisions = [
             Decision(f.frame_id, verdict.key, v, action, self.store.destination(action, f.path, f.sha256),
@@ -356,6 +443,7 @@ class FolderLoop(LoopBase):
             return
         for row in finished:
             self._retry_at.pop(row.id, None)
+            self._fingerprints.pop(row.id, None)
             self.summary.counts[row.action or "?"] += 1
             log.debug("%s: %s (score %s)", row.path, row.action, _fmt(row.score))
 
@@ -364,6 +452,9 @@ class FolderLoop(LoopBase):
         if self.dry_run:
             log.info("dry run: %s %s (score %s)", row.action, row.path, _fmt(row.score))
             return True
+        if self.judged_bytes(row.id, row.path, row.sha256) is False:
+            self.supersede(row.id, row.path, str(row.action))
+            return False
         try:
             if row.action == Action.DELETED:
                 self.store.delete(row.path)
