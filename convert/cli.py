@@ -99,13 +99,19 @@ def register(sub: Any) -> None:
     convert.add_argument("--quiet", action="store_true", help="no progress bars")
     convert.set_defaults(func=cmd_convert)
 
-    tune = sub.add_parser("tune", help="pick the cutoff for a target non-blank recall; write it into the card")
+    tune = sub.add_parser(
+        "tune",
+        help="pick the cutoff for a target non-blank recall; with --model PATH, write it into that model's card",
+        description="Pick the cutoff for a target non-blank recall and print it. It is written into a model "
+        "card only with an explicit --model PATH (never into the shipped card implicitly); it then says "
+        "what changed (old cutoff -> new cutoff, the file).",
+    )
     _model_args(tune)
     tune.add_argument("--target-recall", type=float, default=0.97, help="non-blank recall to keep (default 0.97)")
     tune.add_argument("--level", choices=("burst", "frame"), default="burst", help="decide per burst (as the trap)")
     tune.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the recall bound (default 0.05)")
     tune.add_argument("--plot", type=Path, help="save the recall/TNR curves and score histograms as PNG")
-    tune.add_argument("--no-write", action="store_true", help="do not write the cutoff into the model card")
+    tune.add_argument("--no-write", action="store_true", help="do not write the cutoff, even with --model")
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
     tune.set_defaults(func=cmd_tune)
 
@@ -183,7 +189,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from convert.tune import plot, report, tune, write_card
-    from firmware_app.classifiers import default_model_path
     from firmware_app.modelcard import card_path_for
 
     scored = _scored(args)
@@ -195,10 +200,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(json.dumps(result.as_dict(), indent=2) if args.json else report(result))
     if args.plot:
         plot(scored, result, args.plot, title=str(args.labels or args.scores))
-    if not args.no_write and (args.model or not args.scores):
-        card = card_path_for(args.model or default_model_path())
+    if args.no_write:
+        return EXIT_OK
+    if args.model is None:
+        # Never the shipped card implicitly: a tune on a handful of frames would move the cutoff every
+        # later decision of this checkout (and every trap installed from it) is made with.
+        print(
+            f"cutoff {result.cutoff:.4f}: not written (tune writes a card only when told which): to write it, "
+            "give --model PATH, e.g. a copy of the model and its card",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    card = card_path_for(args.model)
+    try:
+        old = json.loads(card.read_text(encoding="utf-8")).get("cutoff")
         write_card(card, result, str(args.labels or args.scores))
-        print(f"cutoff {result.cutoff:.4f} written into {card}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError) as exc:
+        print(f"blankfilter: error: cannot write the cutoff into {card}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    before = f"{old:.4f}" if isinstance(old, int | float) and not isinstance(old, bool) else "none"
+    same = " (unchanged)" if old == result.cutoff else ""
+    print(f"cutoff {before} → {result.cutoff:.4f}{same} written into {card}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -153,6 +153,54 @@ def test_tune_no_write_leaves_the_card_alone(run_cli: RunCli, model_copy: Path) 
     assert model_copy.with_suffix(".json").read_bytes() == card_before
 
 
+@pytest.fixture
+def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A models folder standing in for the checkout's shipped one (BLANKFILTER_MODELS_DIR), so a
+    tune that writes where it must not never touches the real shipped card."""
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copyfile(TINY_U8.with_suffix(suffix), folder / f"shipped-model{suffix}")
+    monkeypatch.setenv("BLANKFILTER_MODELS_DIR", str(folder))
+    return folder / "shipped-model.tflite"
+
+
+def test_tune_without_model_never_writes_the_shipped_card(run_cli: RunCli, shipped: Path, tmp_path: Path) -> None:
+    card = shipped.with_suffix(".json")
+    before = card.read_bytes()
+    scores = tmp_path / "scores.csv"
+    done = run_cli("tune", "--labels", LABELS, "--level", "frame", "--save-scores", scores, "--quiet", check_rc=0)
+    assert card.read_bytes() == before, "tune without --model rewrote the shipped model card"
+    assert "cutoff" in done.stdout, done.stdout  # the result is still printed
+    assert "not written" in done.stderr and "--model PATH" in done.stderr, done.stderr
+    assert str(card) not in done.stderr.replace("not written", ""), "it must not claim to have written the card"
+    done = run_cli("tune", "--scores", scores, "--level", "frame", "--json", check_rc=0)
+    assert card.read_bytes() == before
+    assert json.loads(done.stdout)["cutoff"] > 0 and "--model PATH" in done.stderr, done.stderr
+
+
+def test_tune_with_model_writes_its_card_and_says_what_changed(run_cli: RunCli, model_copy: Path) -> None:
+    card = model_copy.with_suffix(".json")
+    old = json.loads(card.read_text())["cutoff"]
+    done = run_cli("tune", "--model", model_copy, "--labels", LABELS, "--level", "frame", "--json", "--quiet",
+                   check_rc=0)  # fmt: skip
+    new = json.loads(done.stdout)["cutoff"]
+    assert json.loads(card.read_text())["cutoff"] == new != old
+    assert f"cutoff {old:.4f} → {new:.4f}" in done.stderr and str(card) in done.stderr, done.stderr
+    again = run_cli("tune", "--model", model_copy, "--labels", LABELS, "--level", "frame", "--quiet", check_rc=0)
+    assert f"cutoff {new:.4f} → {new:.4f} (unchanged)" in again.stderr, again.stderr
+
+
+def test_tune_into_a_model_without_a_card_is_a_clear_error(run_cli: RunCli, tmp_path: Path) -> None:
+    scores = tmp_path / "scores.csv"
+    run_cli("tune", "--model", TINY_U8, "--labels", LABELS, "--save-scores", scores, "--no-write", "--quiet",
+            check_rc=0)  # fmt: skip
+    missing = tmp_path / "nowhere" / "model.tflite"
+    done = run_cli("tune", "--scores", scores, "--model", missing)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert str(missing.with_suffix(".json")) in done.stderr, done.stderr
+
+
 def test_eval_numbers_agree_with_classify(run_cli: RunCli, model_copy: Path, tmp_path: Path) -> None:
     labels = fixture_labels()
     cutoff = 0.7
