@@ -245,6 +245,7 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
         set_cutoff=judge.set_cutoff if config.mqtt.remote_cutoff else None,
     )
     publisher = Publisher(config, hooks)
+    publisher.on_failure = trap.loop.stop  # a publisher that gave up ends the run: `run` exits 1, systemd restarts
     publisher.start()
     trap.loop.on_event = publisher.wake
     return publisher

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,10 +26,11 @@ from test_cli_run import log_has, started
 
 from firmware_app.config import load_config
 from firmware_app.context.bank import ReferenceBank
+from firmware_app.events import mqtt as mqtt_module
 from firmware_app.events.mqtt import Hooks, Publisher, parse_cutoff
-from firmware_app.events.payloads import EventFrame, build_event, event_id
+from firmware_app.events.payloads import EventFrame, build_event, dumps, event_id
 from firmware_app.events.thumbnail import make_thumbnail
-from firmware_app.ledger import Ledger
+from firmware_app.ledger import Ledger, OutboxEvent
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "firmware_app" / "schemas"
 EVENT_SCHEMA = json.loads((SCHEMAS / "event-1.schema.json").read_text())
@@ -376,3 +378,159 @@ def test_a_broken_reference_bank_leaves_freshness_out_of_the_status_and_is_logge
     jsonschema.validate(status, STATUS_SCHEMA)
     assert status["references"]["cam1"]["day"]["count"] == 1
     ledger.close()
+
+
+# -- hostile messages and a failing publisher (issue 15, item 4) -------------------------------------
+DEEP = b'{"cutoff": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # RecursionError in json.loads
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [(DEEP, "over the 256-byte limit"), (b"0" * 300, "over the 256-byte limit"),
+     ("٠.٥".encode(), "not ASCII"), ('{"cutoff": "٠.٥"}'.encode(), "not ASCII"),
+     (b"\x00\xff" * 50, "not ASCII"), (b"0.3\x00", "not text"), (b"1_0e-1", "not a number"),
+     (b"0x1p-2", "not a number"), (b'{"cutoff": true}', "not a number"), (b'{"cutoff": [0.3]}', "not a number"),
+     (b"[0.3]", "not a number"), (b'{"cutoff": ' + b"[" * 100 + b"]" * 100 + b"}", "not a number")],
+    ids=["deep", "huge", "arabic-indic", "arabic-indic-json", "binary", "nul", "underscores", "hex", "bool", "list",
+         "bare-list", "nested"],
+)  # fmt: skip
+def test_remote_cutoff_refuses_deep_huge_binary_and_non_ascii_payloads_with_a_short_reason(
+    payload: bytes, words: str
+) -> None:
+    parsed, why = parse_cutoff(payload)
+    assert parsed is None
+    assert words in why and len(why) < 200, why
+
+
+@pytest.mark.parametrize(("payload", "value"), [(b" 0.3\n", 0.3), (b"3e-1", 0.3), (b'{"cutoff": "0.25"}', 0.25),
+                                                (b".5", 0.5), (b"1", None)])  # fmt: skip
+def test_remote_cutoff_takes_plain_ascii_decimals(payload: bytes, value: float | None) -> None:
+    assert parse_cutoff(payload)[0] == value
+
+
+def test_a_deeply_nested_huge_binary_or_non_ascii_cutoff_message_does_not_stop_event_delivery(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    inbox, store, log = tmp_path / "inbox", tmp_path / "store", tmp_path / "daemon.log"
+    inbox.mkdir()
+    with started(daemon_args(store_args, broker.port, mqtt__remote_cutoff="true"), log) as proc:
+        wait_until(lambda: bool(sub.on(f"{TOPIC}/config")), 15, "the config echo at start")
+        for payload in (DEEP, "٠.٥".encode(), b"\x00\xff" * 500_000):
+            publish(broker.port, f"{TOPIC}/set/cutoff", payload)
+        publish(broker.port, f"{TOPIC}/set/cutoff", "0.3")  # a good one after them is still taken
+        wait_until(lambda: any(json.loads(p)["cutoff"] == 0.3 for p in sub.on(f"{TOPIC}/config")), 15, "the echo")
+        add_bursts(inbox, "a", 1_700_000_000)  # a later event is still delivered
+        wait_until(lambda: store.joinpath("ledger.db").exists() and len(kept_bursts(store)) > 0
+                   and undelivered(store) == 0 and len(received_bursts(sub)) == len(kept_bursts(store)),
+                   60, "the events decided after the hostile messages")  # fmt: skip
+        assert proc.poll() is None, "the daemon is still running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert f"remote cutoff ignored: {len(DEEP)} bytes, over the 256-byte limit" in text
+    assert "remote cutoff ignored: 1000000 bytes, over the 256-byte limit" in text
+    assert "remote cutoff ignored: not ASCII" in text
+    assert "Traceback" not in text and "publisher stopped" not in text
+
+
+def mqtt_config(tmp_path: Path, port: int, *sets: str) -> Any:
+    return load_config(None, [f"store.root={tmp_path / 'store'}", "mqtt.host=127.0.0.1", f"mqtt.port={port}",
+                              "context.enabled=false", *sets])  # fmt: skip
+
+
+def add_event(ledger: Ledger, tag: str) -> str:
+    """One undelivered event in the outbox, built as the pipeline builds it; its event_id."""
+    frames = [EventFrame(f"kept/cam/{tag}.jpg", "c" * 64, 1_700_000_000.0, 0.9, None)]
+    event = build_event("trap-01", f"cam/{tag}", frames, 0.1, ("m", "1.0"))
+    ledger.decide([], [OutboxEvent(event["event_id"], dumps(event))])
+    return str(event["event_id"])
+
+
+def test_an_exception_in_a_message_handler_is_logged_once_the_message_dropped_and_delivery_goes_on(
+    tmp_path: Path, broker: Broker, sub: Subscriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = mqtt_config(tmp_path, broker.port, "mqtt.remote_cutoff=true")
+    config.store.root.mkdir()
+    ledger = Ledger(config.ledger_path)
+    calls: list[float] = []
+
+    def broken_set_cutoff(value: float) -> None:
+        calls.append(value)
+        raise RuntimeError("the judge is broken")
+
+    publisher = Publisher(config, Hooks(("m", "1.0"), lambda: 0.1, broken_set_cutoff))
+    with caplog.at_level(logging.INFO, logger="firmware_app.events.mqtt"):
+        publisher.start()
+        try:
+            wait_until(lambda: bool(sub.on(f"{TOPIC}/config")), 15, "connected and subscribed")
+            publish(broker.port, f"{TOPIC}/set/cutoff", "0.3")
+            publish(broker.port, f"{TOPIC}/set/cutoff", "0.4")
+            wait_until(lambda: len(calls) == 2, 15, "both messages handled")
+            later = add_event(ledger, "later")
+            publisher.wake()
+            wait_until(lambda: later in received_bursts(sub), 15, "the event sent after the broken messages")
+            status = publisher.status(ledger)
+        finally:
+            publisher.stop(drain_s=2)
+    jsonschema.validate(status, STATUS_SCHEMA)
+    assert status["publisher"]["dropped_messages"] == 2 and status["publisher"]["restarts"] == 0
+    assert "the judge is broken" in status["publisher"]["last_problem"]
+    lines = [r for r in caplog.records if "the judge is broken" in r.getMessage() and r.levelno >= logging.ERROR]
+    assert len(lines) == 1, "one line per new problem, not one per message"
+    assert publisher.failed == ""
+    ledger.close()
+
+
+def test_a_failed_publisher_session_is_restarted_and_the_status_says_so(
+    tmp_path: Path, broker: Broker, sub: Subscriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt_module, "RESTART_BACKOFF_S", 0.2)
+    config = mqtt_config(tmp_path, broker.port)
+    config.store.root.mkdir()
+    ledger = Ledger(config.ledger_path)
+    faults = [RuntimeError("the status is broken")]
+
+    def cutoff() -> float:  # read for every status: the first one fails, the session with it
+        if faults:
+            raise faults.pop()
+        return 0.1
+
+    publisher = Publisher(config, Hooks(("m", "1.0"), cutoff))
+    publisher.start()
+    try:
+        wait_until(lambda: any(s.get("publisher", {}).get("restarts") == 1 for s in sub.json_on(f"{TOPIC}/status")),
+                   20, "a status that says the publisher was restarted")  # fmt: skip
+        later = add_event(ledger, "after-restart")
+        publisher.wake()
+        wait_until(lambda: later in received_bursts(sub), 15, "an event sent after the restart")
+    finally:
+        publisher.stop(drain_s=2)
+    status = next(s for s in sub.json_on(f"{TOPIC}/status") if "publisher" in s)
+    jsonschema.validate(status, STATUS_SCHEMA)
+    assert "RuntimeError: the status is broken" in status["publisher"]["last_problem"]
+    assert publisher.failed == ""
+    ledger.close()
+
+
+def test_a_publisher_that_keeps_failing_gives_up_and_tells_the_trap_so_the_process_exits(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt_module, "RESTART_BACKOFF_S", 0.1)
+    monkeypatch.setattr(mqtt_module, "RESTART_LIMIT", 3)
+    config = mqtt_config(tmp_path, broker.port)
+    config.store.root.mkdir()
+    Ledger(config.ledger_path).close()
+
+    def cutoff() -> float:
+        raise RuntimeError("the status is always broken")
+
+    told = threading.Event()
+    publisher = Publisher(config, Hooks(("m", "1.0"), cutoff))
+    publisher.on_failure = told.set  # the trap stops its loop, and `run` exits 1: systemd restarts it
+    publisher.start()
+    try:
+        assert told.wait(30), "the trap was told the publisher gave up"
+        assert "the status is always broken" in publisher.failed
+        assert publisher.restarts == 2, "restarted twice, then given up at the third failure in a row"
+    finally:
+        publisher.stop()

@@ -70,6 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             note_outbox(trap.ledger, publisher is not None)
         trap.close()
     log.info("done: %s", summary.line())
+    if publisher is not None and publisher.failed:
+        log.error("stopped because the MQTT publisher gave up (%s): events wait in the outbox for the restart",
+                  publisher.failed)  # fmt: skip
+        return EXIT_INCOMPLETE
     if trap.loop.waiting:
         log.info("%d frame(s) wait for their burst to close: the next start decides them", trap.loop.waiting)
     if summary.failures:

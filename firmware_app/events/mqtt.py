@@ -8,6 +8,13 @@ event twice; subscribers de-duplicate on `event_id`. It also keeps `availability
 remote cutoff and Home Assistant discovery.
 
 The thread has its own ledger connection (SQLite connections stay in their thread).
+
+No message can stop delivery: a remote cutoff is short ASCII or refused with one line, and any
+exception in a message handler is contained (logged once per new problem, the message dropped). A
+session that fails anyway is restarted with a fresh client (the status's `publisher` field says how
+often and why); after RESTART_LIMIT failures in a row the publisher gives up and tells the trap
+(`on_failure`), so `run` exits non-zero and systemd restarts the process, rather than a trap that
+looks alive while its events pile up.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -39,6 +47,10 @@ IDLE_LOOP_S = 5.0  # network loop timeout when idle: keepalive and new events wi
 CUTOFF_RANGE = (0.01, 0.99)
 REMOTE_CUTOFF_KEY = "remote_cutoff"
 DELIVERED_KEEP_DAYS = 30
+MAX_CUTOFF_PAYLOAD = 256  # bytes: '{"cutoff": 0.3}' is 15; a longer one is a mistake or an attack
+DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")  # ASCII digits only
+RESTART_BACKOFF_S = 1.0  # the first wait before a failed session is restarted; it doubles up to 60 s
+RESTART_LIMIT = 5  # failed sessions in a row (none got a status out in between): give up, the process exits
 
 
 def read_password(m: MqttSection) -> str | None:
@@ -57,16 +69,36 @@ def read_password(m: MqttSection) -> str | None:
 
 
 def parse_cutoff(payload: bytes) -> tuple[float | None, str]:
-    """A remote cutoff, or why it is refused."""
+    """A remote cutoff, or why it is refused: `0.3` or `{"cutoff": 0.3}`, short, in ASCII digits only
+    (Python's float() also takes '٠.٥', '1_0' and 'nan'; a remote value must be what a person reads)."""
+    if len(payload) > MAX_CUTOFF_PAYLOAD:
+        return None, f"{len(payload)} bytes, over the {MAX_CUTOFF_PAYLOAD}-byte limit for a cutoff"
     try:
-        text = payload.decode("utf-8").strip()
-        value = float(json.loads(text)["cutoff"]) if text.startswith("{") else float(text)
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return None, f"not a number: {payload[:40]!r}"
+        text = payload.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None, f"not ASCII (a cutoff is ASCII digits, e.g. 0.3): {_preview(payload)}"
+    if not text.isprintable():
+        return None, f"not text (control characters): {_preview(payload)}"
+    value: Any = text
+    if text.startswith("{"):
+        try:
+            value = json.loads(text).get("cutoff")
+        except (ValueError, AttributeError, RecursionError):
+            value = None
+    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"not a number: {_preview(payload)}"
+    value = float(value)
     lo, hi = CUTOFF_RANGE
     if not lo <= value <= hi:  # also refuses nan
         return None, f"{value} is outside [{lo}, {hi}]"
     return value, ""
+
+
+def _preview(payload: bytes) -> str:
+    """The start of a payload, safe for a log line (repr escapes control characters)."""
+    return repr(payload[:24]) + (f"... ({len(payload)} bytes)" if len(payload) > 24 else "")
 
 
 @dataclass
@@ -99,6 +131,14 @@ class Publisher:
         self._backlog = False
         self._bank_problem = ""
         self.delivered = 0
+        self.restarts = 0  # sessions restarted after an unexpected error
+        self.dropped_messages = 0  # incoming messages whose handler raised
+        self.problem = ""  # the last unexpected error, and when (for the status)
+        self.problem_at = ""
+        self.failed = ""  # set when the publisher gave up: the trap must exit (see on_failure)
+        self.on_failure: Callable[[], None] | None = None  # the trap's stop: `run` then exits 1
+        self._fails_in_row = 0
+        self._handler_problems: set[str] = set()
 
     # -- the trap's side --------------------------------------------------------------------
     def start(self) -> None:
@@ -117,31 +157,83 @@ class Publisher:
 
     # -- the thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        ledger = self._ledger = Ledger(self.config.ledger_path)
-        client = self._client(ledger)
-        backoff = BACKOFF_MIN_S
+        """Sessions until stopped: one that fails unexpectedly is restarted with a fresh client; after
+        RESTART_LIMIT failures in a row (or if the thread cannot even start) the trap is told."""
         try:
-            while not self._finished(ledger):
-                if not self.connected:
-                    if self._connect(client):
-                        backoff = BACKOFF_MIN_S
-                        continue
-                    # Only a stop ends the wait early: new events must not hurry a reconnect. While
-                    # stopping (`run --once`), retry until mqtt.drain_s is used up.
-                    self._stop.wait(min(backoff, self._drain_left()) if self._stop.is_set() else backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
-                    continue
-                client.loop(timeout=self._loop_timeout())
-                self._wake.clear()
-                self._settle(ledger)
-                if self.connected:
-                    self._send(client, ledger)
-                    self._heartbeat(client, ledger)
-        except Exception:  # the publisher must never take the trap down: events wait in the outbox
-            log.exception("MQTT publisher stopped on an unexpected error; events wait in the outbox")
+            ledger = self._ledger = Ledger(self.config.ledger_path)
+        except Exception as exc:  # whatever it is, the trap must hear of it
+            self._give_up(f"cannot open the ledger: {type(exc).__name__}: {exc}")
+            return
+        wait = RESTART_BACKOFF_S
+        try:
+            while True:
+                client = self._client(ledger)
+                try:
+                    self._session(client, ledger)
+                    return
+                except Exception as exc:  # no error may end delivery silently
+                    new = self._note_problem(exc)
+                    self._fails_in_row += 1
+                    self._drop(client)
+                    if self._fails_in_row >= RESTART_LIMIT:
+                        self._give_up(f"{self._fails_in_row} failures in a row, the last: {self.problem}")
+                        return
+                    log.error("MQTT publisher failed (%s); restarting it in %.1f s; events wait in the outbox",
+                              self.problem, wait, exc_info=new)  # the traceback once per new problem  # fmt: skip
+                    self.restarts += 1
+                    if self._stop.wait(wait) and self._drain_left() <= 0:
+                        return
+                    wait = min(wait * 2, 60.0)
+        except BaseException as exc:  # the supervisor itself: say so, and let the trap exit
+            self._give_up(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
-            self._goodbye(client)
             ledger.close()
+
+    def _give_up(self, why: str) -> None:
+        self.failed = why
+        log.error("MQTT publisher gave up (%s): the trap stops so that its service restarts it; events wait "
+                  "in the outbox", why, exc_info=True)  # fmt: skip
+        if self.on_failure is not None and not self._stop.is_set():
+            self.on_failure()
+
+    def _note_problem(self, exc: BaseException) -> bool:
+        """Remember it for the status; True if it is a new problem (not the last one again)."""
+        problem = f"{type(exc).__name__}: {exc}"[:300]
+        new = problem != self.problem
+        self.problem, self.problem_at = problem, datetime.now(UTC).isoformat(timespec="seconds")
+        return new
+
+    def _drop(self, client: Any) -> None:
+        """After a failed session: let the client go (the broker sees the will if it cannot say goodbye)."""
+        try:
+            self._goodbye(client)
+        except Exception:  # the connection may be what failed
+            log.debug("MQTT: no clean goodbye after the failure", exc_info=True)
+        self.connected = False
+        self._in_flight.clear()  # resent by the next session: de-duplicated by event_id
+        self._acked.clear()
+
+    def _session(self, client: Any, ledger: Ledger) -> None:
+        """One client's life: connect, publish, until stopped. Unexpected errors propagate to _run."""
+        backoff = BACKOFF_MIN_S
+        while not self._finished(ledger):
+            if not self.connected:
+                if self._connect(client):
+                    backoff = BACKOFF_MIN_S
+                    continue
+                # Only a stop ends the wait early: new events must not hurry a reconnect. While
+                # stopping (`run --once`), retry until mqtt.drain_s is used up.
+                self._stop.wait(min(backoff, self._drain_left()) if self._stop.is_set() else backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            client.loop(timeout=self._loop_timeout())
+            self._wake.clear()
+            self._settle(ledger)
+            if self.connected:
+                self._send(client, ledger)
+                self._heartbeat(client, ledger)
+        self._goodbye(client)
 
     def _finished(self, ledger: Ledger) -> bool:
         if not self._stop.is_set():
@@ -304,8 +396,15 @@ class Publisher:
         return build_status(
             self.config.trap.id, self.started_at, now, ledger.counts_since(started), ledger.counts_since(today),
             ledger.outbox_state(), health(self.config.store.root), self.hooks.model, self.hooks.cutoff(),
-            ledger.last_event_at(), self._references(now),
+            ledger.last_event_at(), self._references(now), self._health(),
         )  # fmt: skip
+
+    def _health(self) -> dict[str, Any] | None:
+        """The status's `publisher` field: only once something went wrong since the start."""
+        if not (self.restarts or self.dropped_messages):
+            return None
+        return {"restarts": self.restarts, "dropped_messages": self.dropped_messages,
+                "last_problem": self.problem, "last_problem_at": self.problem_at}  # fmt: skip
 
     def _references(self, now: float) -> dict[str, dict[str, dict[str, Any]]] | None:
         """How fresh each camera's references are: one small read-only query of the bank per status.
@@ -332,6 +431,7 @@ class Publisher:
             return
         self._next_status = now + self.m.status_interval_s
         client.publish(self.topics.status, dumps(self.status(ledger)), qos=1, retain=True)
+        self._fails_in_row = 0  # a session that gets its status out works: later failures start a new count
         try:  # delivered events are history: the card keeps a month of them
             ledger.prune_delivered(DELIVERED_KEEP_DAYS)
         except LedgerUnavailable as exc:
@@ -342,6 +442,24 @@ class Publisher:
         client.publish(self.topics.config, json.dumps(payload), qos=1, retain=True)
 
     def _on_message(self, client: Any, msg: Any, ledger: Ledger) -> None:
+        """Contained: whatever a message does to its handler, it is dropped and delivery goes on (paho
+        would otherwise raise it out of the network loop and end the session)."""
+        try:
+            self._handle_message(client, msg, ledger)
+        except Exception as exc:  # one message must never stop event delivery
+            self.dropped_messages += 1
+            self._note_problem(exc)
+            key = f"{msg.topic}|{self.problem}"
+            if key not in self._handler_problems:  # once per new problem: a flood must not fill the card
+                if len(self._handler_problems) >= 100:  # distinct ones without end: forget, stay small
+                    self._handler_problems.clear()
+                self._handler_problems.add(key)
+                log.error("MQTT: a message on %s was dropped: its handler failed (%s)", msg.topic, self.problem,
+                          exc_info=True)  # fmt: skip
+            else:
+                log.debug("MQTT: a message on %s was dropped (%s, again)", msg.topic, self.problem)
+
+    def _handle_message(self, client: Any, msg: Any, ledger: Ledger) -> None:
         if msg.topic == f"{self.m.ha_prefix}/status":
             if msg.payload == b"online":  # Home Assistant restarted: it forgot the devices
                 discovery.publish(client, self.m.ha_prefix, self.topics, self.config.trap.id, self.hooks.model)

@@ -129,8 +129,10 @@ def build_status(
     cutoff: float,
     last_event_at: str | None,
     references: dict[str, dict[str, dict[str, Any]]] | None = None,
+    publisher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`references` (reference_freshness()): left out when the trap cannot say (no bank, a broken one)."""
+    """`references` (reference_freshness()): left out when the trap cannot say (no bank, a broken one).
+    `publisher`: left out until the MQTT publisher dropped a message or was restarted."""
     depth, oldest = outbox
     oldest_age = None
     if oldest:
@@ -152,6 +154,8 @@ def build_status(
     }
     if references is not None:
         status["references"] = references
+    if publisher is not None:
+        status["publisher"] = publisher
     return status
 
 
