@@ -20,4 +20,6 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A file name that is not UTF-8 (its bytes held as surrogates, as os.fsdecode gives them)
+    hashes as those bytes; any other text as its UTF-8."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()

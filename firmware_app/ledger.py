@@ -16,6 +16,11 @@ own; a path never has two rows waiting at once.
 After a crash, `scored` rows rejoin burst assembly and `decided` rows have their file operation
 replayed (idempotently), so no frame is lost and none is processed twice.
 WAL with synchronous=FULL: a committed decision survives a power cut, because a delete follows it.
+
+File names are kept exactly. A name that is not UTF-8 (Latin-1 from a Windows or FAT card:
+b"caf\xe9.jpg"; Python holds it as surrogates, as os.fsdecode gives it) cannot be SQLite text: its
+`path` and `dest` are stored as the name's bytes (a BLOB, never equal to any text), and read back as
+the same surrogates, so the file is found again. Messages naming such a file are stored escaped.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -95,6 +101,30 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, id);
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def name_to_db(name: str | None) -> str | bytes | None:
+    """A file name as the ledger stores it: text, or its bytes when it is not UTF-8 (lossless)."""
+    if name is None:
+        return None
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
+def name_from_db(value: str | bytes | None) -> str | None:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def printable(text: str) -> str:
+    """Text safe to store, log or send: a non-UTF-8 name's bytes as escapes (caf\\xe9.jpg)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _text(text: str | None) -> str | None:
+    return None if text is None else printable(text)
 
 
 @dataclass(frozen=True)
@@ -200,7 +230,9 @@ class Ledger:
 
     # -- frames -----------------------------------------------------------------------------
     def find(self, path: str, sha256: str) -> FrameRow | None:
-        row = self.db.execute("SELECT * FROM frames WHERE path = ? AND sha256 = ?", (path, sha256)).fetchone()
+        row = self.db.execute(
+            "SELECT * FROM frames WHERE path = ? AND sha256 = ?", (name_to_db(path), sha256)
+        ).fetchone()
         return _row(row) if row else None
 
     def find_by_id(self, frame_id: int) -> FrameRow | None:
@@ -222,9 +254,9 @@ class Ledger:
                 " score, gamma, exposure, error, model, model_version, context_score, context_state, state, seen_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
+                    name_to_db(frame.path), frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
                     frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure,
-                    frame.error, frame.model, frame.model_version, frame.context_score, frame.context_state,
+                    _text(frame.error), frame.model, frame.model_version, frame.context_score, frame.context_state,
                     State.SCORED, now_iso(),
                 ),
             )  # fmt: skip
@@ -259,7 +291,17 @@ class Ledger:
                 db.execute(
                     "UPDATE frames SET burst = ?, decision = ?, action = ?, dest = ?, cutoff = ?,"
                     " state = ?, decided_at = ? WHERE id = ? AND state = ?",
-                    (d.burst, d.decision, d.action, d.dest, d.cutoff, State.DECIDED, at, d.frame_id, State.SCORED),
+                    (
+                        d.burst,
+                        d.decision,
+                        d.action,
+                        name_to_db(d.dest),
+                        d.cutoff,
+                        State.DECIDED,
+                        at,
+                        d.frame_id,
+                        State.SCORED,
+                    ),
                 )
 
     def record_captured(
@@ -278,10 +320,10 @@ class Ledger:
                     " seen_at, burst, decision, action, dest, cutoff, decided_at, done_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        frame.path, frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
-                        frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure, frame.error,
+                        name_to_db(frame.path), frame.sha256, frame.size, frame.captured_at, frame.captured_ts,
+                        frame.time_source, frame.burst_hint, frame.score, frame.gamma, exposure, _text(frame.error),
                         frame.model, frame.model_version, frame.context_score, frame.context_state, State.DONE, at,
-                        d.burst, d.decision, d.action, d.dest, d.cutoff, at, at,
+                        d.burst, d.decision, d.action, name_to_db(d.dest), d.cutoff, at, at,
                     ),
                 )  # fmt: skip
                 ids.append(int(cursor.lastrowid or 0))
@@ -300,7 +342,16 @@ class Ledger:
                 "UPDATE frames SET state = ?, done_at = ?, action = COALESCE(?, action),"
                 " dest = CASE WHEN ? IS NULL THEN dest ELSE ? END,"
                 " error = CASE WHEN ? IS NULL THEN error ELSE COALESCE(error || '; ', '') || ? END WHERE id = ?",
-                (State.DONE, now_iso(), action, dest, dest, error, error, frame_id),
+                (
+                    State.DONE,
+                    now_iso(),
+                    action,
+                    name_to_db(dest),
+                    name_to_db(dest),
+                    _text(error),
+                    _text(error),
+                    frame_id,
+                ),
             )
 
     def done_many(self, frame_ids: list[int]) -> None:
@@ -315,7 +366,7 @@ class Ledger:
     def note_store_error(self, frame_id: int, error: str | None) -> None:
         """Why a decided frame's file operation failed (it stays in the inbox); None once it worked."""
         with self.transaction() as db:
-            db.execute("UPDATE frames SET store_error = ? WHERE id = ?", (error, frame_id))
+            db.execute("UPDATE frames SET store_error = ? WHERE id = ?", (_text(error), frame_id))
 
     def quarantined(self) -> list[tuple[int, str, str, int]]:
         """(id, dest, done_at, size) of frames still in quarantine, oldest first."""
@@ -323,13 +374,13 @@ class Ledger:
             "SELECT id, dest, done_at, size FROM frames WHERE action = ? AND state = ? ORDER BY done_at, id",
             (Action.QUARANTINED, State.DONE),
         )
-        return [(r["id"], r["dest"], r["done_at"], r["size"]) for r in rows]
+        return [(r["id"], name_from_db(r["dest"]) or "", r["done_at"], r["size"]) for r in rows]
 
     def expire(self, frame_id: int, why: str) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE frames SET action = ?, error = COALESCE(error || '; ', '') || ? WHERE id = ?",
-                (Action.QUARANTINE_EXPIRED, why, frame_id),
+                (Action.QUARANTINE_EXPIRED, _text(why), frame_id),
             )
 
     # -- the event outbox ---------------------------------------------------------------------
@@ -391,12 +442,15 @@ class Ledger:
 
     # -- skipped files ----------------------------------------------------------------------
     def was_skipped(self, path: str, size: int, mtime: float) -> bool:
-        row = self.db.execute("SELECT size, mtime FROM skipped WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute("SELECT size, mtime FROM skipped WHERE path = ?", (name_to_db(path),)).fetchone()
         return bool(row) and row["size"] == size and row["mtime"] == mtime
 
     def skip(self, path: str, size: int, mtime: float, reason: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)", (path, size, mtime, reason, now_iso()))
+            db.execute(
+                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)",
+                (name_to_db(path), size, mtime, _text(reason), now_iso()),
+            )
 
     # -- summaries --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -434,9 +488,11 @@ class Ledger:
                 ).fetchall()
             ),
             "days": [tuple(r) for r in days],
-            "recent_errors": [tuple(r) for r in errors],
+            "recent_errors": [(printable(name_from_db(r[0]) or ""), r[1]) for r in errors],
         }
 
 
 def _row(row: sqlite3.Row) -> FrameRow:
-    return FrameRow(**{f.name: row[f.name] for f in fields(FrameRow)})
+    values = {f.name: row[f.name] for f in fields(FrameRow)}
+    values["path"], values["dest"] = name_from_db(values["path"]), name_from_db(values["dest"])
+    return FrameRow(**values)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -254,3 +255,40 @@ def test_a_decided_delete_is_not_replayed_on_a_file_rewritten_while_the_trap_was
     first, second = rows(root)
     assert (first["state"], first["action"]) == ("done", "superseded"), first
     assert second["sha256"] == sha(animal) and second["state"] == "done" and second["score"] is not None
+
+
+# -- 3. a file name that is not UTF-8 ---------------------------------------------------------------
+def test_a_file_name_that_is_not_utf8_is_processed_and_its_name_kept_exactly(
+    tmp_path: Path, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    """Latin-1 names come off Windows and FAT cards (b'caf\\xe9.jpg'). Such a frame is judged and
+    stored under its own bytes, the ledger keeps the name losslessly, and a restart runs cleanly."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    odd = os.fsencode(inbox / "cam1") + b"/caf\xe9.jpg"
+    os.makedirs(os.fsencode(inbox / "cam1"), exist_ok=True)
+    data = (FRAMES / "wellington" / "11374_1-1.JPG").read_bytes()
+    with open(odd, "wb") as fh:
+        fh.write(data)
+    os.utime(odd, (OLD, OLD))
+    with open(os.fsencode(inbox / "cam1") + b"/not\xe9s.txt", "wb") as fh:  # not a frame: skipped, once
+        fh.write(b"field notes\n")
+    shutil.copyfile(FRAMES / "wellington" / "1200_1-0.JPG", inbox / "cam1" / "plain.jpg")
+    os.utime(inbox / "cam1" / "plain.jpg", (OLD + 3600, OLD + 3600))
+    args = store_args(inbox, root, model=SHIPPED, model__cutoff=0.0)  # every frame kept
+
+    first = run_cli("run", "--once", *args)
+    assert first.returncode == 0, outcome(first)
+    again = run_cli("run", "--once", *args)  # a restart: the same ledger, the same name
+    assert again.returncode == 0, outcome(again)
+
+    assert os.listdir(os.fsencode(inbox / "cam1")) == [b"not\xe9s.txt"]
+    assert first.stderr.count("not\\xe9s.txt skipped") == 1 and "skipped" not in again.stderr, first.stderr
+    with open(os.fsencode(root / "kept" / "cam1") + b"/caf\xe9.jpg", "rb") as fh:
+        assert fh.read() == data
+    by_name = {os.fsencode(r["path"]) if isinstance(r["path"], str) else r["path"]: r for r in rows(root)}
+    assert set(by_name) == {b"cam1/caf\xe9.jpg", b"cam1/plain.jpg"}, list(by_name)
+    assert by_name[b"cam1/caf\xe9.jpg"]["sha256"] == sha(data) and by_name[b"cam1/caf\xe9.jpg"]["action"] == "kept"
+    assert sorted(e["frames"][0]["file"] for e in events(root)) == ["kept/cam1/caf\\xe9.jpg", "kept/cam1/plain.jpg"]
+    stats = run_cli("stats", "--json", *args[2:])  # stats takes no --model
+    assert stats.returncode == 0, outcome(stats)
+    assert json.loads(stats.stdout)["by_action"] == {"kept": 2}

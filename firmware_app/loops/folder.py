@@ -33,7 +33,7 @@ from firmware_app.events.payloads import EventFrame
 from firmware_app.hashing import sha256_bytes, sha256_file
 from firmware_app.imaging import decode_jpeg
 from firmware_app.judge import Judge, Views, top_up_frame
-from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEvent
+from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEvent, printable
 from firmware_app.loops.base import RETRY_MAX_S, RETRY_MIN_S, LoopBase, RunSummary
 from firmware_app.retention import DiskGuard
 from firmware_app.sources import Frame, Skipped, Source
@@ -197,13 +197,15 @@ class FolderLoop(LoopBase):
         """Judge a loaded frame and record it as 'scored'; its file stays untouched in the inbox."""
         if loaded.read_error is not None or loaded.stat is None:
             if isinstance(loaded.read_error, FileNotFoundError):
-                log.warning("%s vanished before it could be read (moved or deleted by someone else)", frame.rel)
+                log.warning(
+                    "%s vanished before it could be read (moved or deleted by someone else)", printable(frame.rel)
+                )
                 return True
             why = loaded.read_error.strerror if loaded.read_error else "unknown"
-            log.error("%s: cannot read (%s); left in the inbox, will retry", frame.rel, why)
+            log.error("%s: cannot read (%s); left in the inbox, will retry", printable(frame.rel), why)
             return False
         if loaded.fingerprint is None:
-            log.info("%s changed while it was read (still being written): judged once it settles", frame.rel)
+            log.info("%s changed while it was read (still being written): judged once it settles", printable(frame.rel))
             return False
         stat, sha, prepared = loaded.stat, loaded.sha, loaded.views.prepared
         known = self.ledger.find(frame.rel, sha)
@@ -216,7 +218,7 @@ class FolderLoop(LoopBase):
                 self._forget(old)
             known = self.ledger.revive(known.id)
             if known is not None:
-                log.info("%s holds again the bytes judged at first: waiting for its burst again", frame.rel)
+                log.info("%s holds again the bytes judged at first: waiting for its burst again", printable(frame.rel))
                 self._fingerprints[known.id] = loaded.fingerprint
                 self._repend(known)
             return True
@@ -226,7 +228,8 @@ class FolderLoop(LoopBase):
             return True
         captured = prepared.captured_at if prepared and prepared.captured_at else None
         captured_ts = captured.replace(tzinfo=UTC).timestamp() if captured else stat.st_mtime
-        facts = FrameFacts(frame.rel, sha, captured_ts, frame.burst_hint, None, self.judge.cutoff)
+        # the references' bank and the log name a frame in text (a name that is not UTF-8, escaped)
+        facts = FrameFacts(printable(frame.rel), sha, captured_ts, frame.burst_hint, None, self.judge.cutoff)
         seen = self.judge.see(loaded.views, camera_of(frame.rel), facts)
         record = NewFrame(
             path=frame.rel,
@@ -251,7 +254,7 @@ class FolderLoop(LoopBase):
             return True  # recorded by an earlier run between our find() and add(): already pending
         for old in earlier:
             log.warning("%s changed after it was read (an upload not finished?): judged again on its new bytes",
-                        frame.rel)  # fmt: skip
+                        printable(frame.rel))  # fmt: skip
             self._forget(old)
             self.summary.counts[Action.SUPERSEDED] += 1
         self._fingerprints[frame_id] = loaded.fingerprint
@@ -259,7 +262,7 @@ class FolderLoop(LoopBase):
         if seen.assessment is not None:
             self.summary.counts[f"context_{seen.assessment.state}"] += 1
         self.time_lapse_reference(frame, sha, captured_ts)
-        learnable = top_up_frame(frame.rel, sha, captured_ts, seen)
+        learnable = top_up_frame(printable(frame.rel), sha, captured_ts, seen)
         if learnable is not None:
             self._learnable[frame_id] = learnable
         self._pend(Candidate(frame_id, frame.rel, sha, captured_ts, frame.burst_hint, seen.score, seen.context_score,
@@ -276,11 +279,11 @@ class FolderLoop(LoopBase):
             spec = self.judge.classifier.card.input  # decoded as every frame is: at about the classifier's size
             image, _, _ = decode_jpeg(frame.path.read_bytes(), (spec.width, spec.height), self.judge.imaging)
             rgb = np.asarray(image)
-            outcome = self.judge.quiet_reference(camera_of(frame.rel), rgb, frame.rel, sha, captured_ts)
+            outcome = self.judge.quiet_reference(camera_of(frame.rel), rgb, printable(frame.rel), sha, captured_ts)
         except (OSError, BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
             outcome = f"failed ({exc})"
         self.summary.counts["time_lapse_reference" if outcome.startswith("taken") else "time_lapse_refused"] += 1
-        log.info("%s: time-lapse frame %s", frame.rel, outcome)
+        log.info("%s: time-lapse frame %s", printable(frame.rel), outcome)
 
     def drop_duplicate(self, frame: Frame, known: FrameRow, size: int, mtime: float) -> None:
         """The same bytes at the same path again (a card copied twice): never processed twice.
@@ -293,11 +296,11 @@ class FolderLoop(LoopBase):
             if not self.dry_run:
                 self.store.delete(frame.rel)
             where = f"identical copy in {known.dest}" if known.dest else "deleted as blank"
-            log.info("%s was already processed (%s): removed this second copy", frame.rel, where)
+            log.info("%s was already processed (%s): removed this second copy", printable(frame.rel), where)
             self.summary.counts["duplicate"] += 1
             return
         reason = f"already processed ({known.action}), and its stored copy is gone: left in place"
-        log.warning("%s %s", frame.rel, reason)
+        log.warning("%s %s", printable(frame.rel), reason)
         if not self.dry_run:
             self.ledger.skip(frame.rel, size, mtime, reason)
 
@@ -335,7 +338,7 @@ class FolderLoop(LoopBase):
     def supersede(self, frame_id: int, rel: str, when: str) -> None:
         """Its file changed after it was judged: close the row; the new bytes are a new frame."""
         log.warning("%s changed after it was judged (an upload not finished?): not %s; judged again as a new frame",
-                    rel, when)  # fmt: skip
+                    printable(rel), when)  # fmt: skip
         self.ledger.done(frame_id, action=Action.SUPERSEDED)
         self._forget(frame_id)
         self.source.release(self.store.inbox / rel)
@@ -346,7 +349,7 @@ class FolderLoop(LoopBase):
             st = item.path.stat() if item.path.exists() else None
             size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
             if not self.ledger.was_skipped(item.rel, size, mtime):
-                log.info("%s skipped: %s (left in place)", item.rel, item.reason)
+                log.info("%s skipped: %s (left in place)", printable(item.rel), item.reason)
                 self.ledger.skip(item.rel, size, mtime, item.reason)
                 self.summary.counts["skipped"] += 1
 
@@ -420,7 +423,7 @@ class FolderLoop(LoopBase):
     def event_for(self, burst: list[Candidate], key: str, decisions: list[Decision]) -> OutboxEvent:
         """The kept burst's MQTT event; its thumbnail from the best frame, still in the inbox."""
         frames = [
-            EventFrame(d.dest or f.path, f.sha256, f.captured_ts, f.score, f.gamma, f.context_score)
+            EventFrame(printable(d.dest or f.path), f.sha256, f.captured_ts, f.score, f.gamma, f.context_score)
             for f, d in zip(burst, decisions, strict=True)
         ]
         best = max(burst, key=lambda f: -1.0 if f.score is None else f.score)
@@ -487,7 +490,7 @@ class FolderLoop(LoopBase):
         _, backoff = self._retry_at.get(row.id, (0.0, RETRY_MIN_S / 2))
         backoff = min(backoff * 2, RETRY_MAX_S)
         self._retry_at[row.id] = (time.monotonic() + backoff, backoff)
-        log.error("%s: %s; retry in %.0f s", row.path, message, backoff)
+        log.error("%s: %s; retry in %.0f s", printable(row.path), message, backoff)
 
     def retry_unfinished(self) -> None:
         now = time.monotonic()
@@ -506,7 +509,9 @@ def _recorded_context(row: FrameRow) -> tuple[ContextState | None, float | None]
     try:
         state = ContextState(row.context_state) if row.context_state else None
     except ValueError:
-        log.warning("%s: unknown context state %r in the ledger: the classifier decides", row.path, row.context_state)
+        log.warning(
+            "%s: unknown context state %r in the ledger: the classifier decides", printable(row.path), row.context_state
+        )
         return None, None
     return state, row.context_score
 
