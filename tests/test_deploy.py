@@ -32,6 +32,7 @@ CONSTRAINTS = REPO / "deploy" / "constraints-pi.txt"
 FRAME = REPO / "tests" / "fixtures" / "frames" / "speciesnet" / "ocelot.jpg"
 # The Pi's runtime where this Python has wheels for it (tflite-runtime 2.14 stops at 3.11).
 RUNTIME = "tflite-runtime" if sys.version_info[:2] <= (3, 11) else "ai-edge-litert"
+MOSQUITTO_CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 APT_LINE = "apt-get install --no-install-recommends python3-venv python3-picamera2 python3-opencv python3-gpiozero"
 
 
@@ -119,6 +120,34 @@ def test_unit_matches_the_app_and_the_installer() -> None:
     assert "APP_DIR=/opt/blankfilter\n" in script and "MODELS=$APP_DIR/models\n" in script
     assert "DATA_DIR=/var/lib/blankfilter\n" in script and "CONF=$CONF_DIR/config.toml\n" in script
     subprocess.run(["bash", "-n", str(INSTALL)], check=True)
+
+
+# -- the broker config ----------------------------------------------------------------------------
+
+
+def mosquitto_settings() -> dict[str, list[str]]:
+    """deploy/mosquitto/mosquitto.conf as mosquitto reads it: `key value` lines, # comments."""
+    out: dict[str, list[str]] = {}
+    for line in MOSQUITTO_CONF.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out.setdefault(key, []).append(value.strip())
+    return out
+
+
+def test_shipped_broker_config_saves_what_it_acknowledged_after_every_change() -> None:
+    """A trap forgets an event at PUBACK: the broker must have it on disk then, not at its next timed
+    save (tests/test_mqtt_tls.py kills the shipped config with SIGKILL and finds every event)."""
+    s = mosquitto_settings()
+    assert s["persistence"] == ["true"]
+    assert s["persistence_location"] == ["/var/lib/mosquitto/"], "Debian's mosquitto state folder, trailing /"
+    assert s["autosave_on_changes"] == ["true"], "autosave_interval must count changes, not seconds"
+    assert s["autosave_interval"] == ["1"], "a save after every change: a kill loses nothing acknowledged"
+    assert "persistence_file" not in s and "persistent_client_expiration" not in s  # the monitor's session stays
+    docs = (REPO / "docs" / "monitor.md").read_text(encoding="utf-8")
+    readme = (REPO / "deploy" / "mosquitto" / "README.md").read_text(encoding="utf-8")
+    for text in (docs, readme):
+        assert "autosave_on_changes" in text and "PUBACK" in text and "outbox" in text
 
 
 # -- the installer: dry run ----------------------------------------------------------------------

@@ -386,3 +386,90 @@ def test_deploy_acl_allows_everything_the_real_publisher_does(
     log = broker.log.read_text()
     assert "Denied" not in log, [line for line in log.splitlines() if "Denied" in line]
     assert f"blankfilter-{TRAP}" in log, "the publisher's discovery and topics went through this broker"
+
+
+# -- the shipped broker config keeps what it acknowledged ---------------------------------------
+class Session:
+    """A real MQTT v3.1.1 client; with a fixed client id and clean_session false, the broker keeps
+    its subscription and queues QoS 1 messages for it while it is away (the monitor's --client-id)."""
+
+    def __init__(self, port: int, client_id: str, username: str, password: str, clean: bool, **tls: Any) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(**tls)
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: None if rc.is_failure else self.connected.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(self.connected.is_set, 10, f"{client_id} connected")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda _c, _u, _mid, _rcs, _p: done.set()
+        self.client.subscribe(topic, qos=1)
+        wait_until(done.is_set, 10, f"SUBACK for {topic}")
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=5)
+        assert info.is_published(), f"no PUBACK for {topic}"
+
+    def on(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_shipped_broker_config_keeps_acknowledged_events_and_retained_status_across_a_sigkill(
+    deploy_broker: tuple[Broker, int], pki: Pki, tmp_path: Path
+) -> None:
+    """The broker side of "no event lost": once mosquitto has PUBACKed an event (and the trap has
+    forgotten it), a SIGKILL and restart must not lose it for a persistent subscriber."""
+    broker, tls = deploy_broker
+    db = tmp_path / "deploy-broker" / "persist" / "mosquitto.db"
+    monitor = Session(broker.port, "blankfilter-monitor", DASHBOARD, DASHBOARD_PASSWORD, clean=False)
+    monitor.subscribe("blankfilter/#")
+    monitor.close()  # away: the broker now queues QoS 1 events for its session
+
+    trap = Session(tls, "trap-01", TRAP, TRAP_PASSWORD, clean=True, ca_certs=str(pki.ca))
+    events = [f'{{"event_id": "e{i}", "marker": "acked-{i:02d}"}}'.encode() for i in range(8)]
+    for payload in events:
+        trap.publish(EVENT_TOPIC, payload)
+    status = b'{"marker": "retained-status-Qw8"}'
+    trap.publish(f"blankfilter/{TRAP}/status", status, retain=True)
+    trap.close()
+    # Everything acknowledged is on disk shortly after its PUBACK (a timed autosave has not saved yet).
+    wait_until(lambda: db.is_file() and b"retained-status-Qw8" in db.read_bytes(), 5,
+               f"the acknowledged messages in {db} (persistence, autosave_on_changes)")  # fmt: skip
+
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGKILL)
+    broker.proc.wait(timeout=10)
+    broker.proc = None
+    broker.start()
+
+    back = Session(broker.port, "blankfilter-monitor", DASHBOARD, DASHBOARD_PASSWORD, clean=False)
+    try:
+        wait_until(lambda: len(back.on(EVENT_TOPIC)) >= len(events), 5, "the queued events after the restart")
+        assert sorted(set(back.on(EVENT_TOPIC))) == sorted(events)
+    finally:
+        back.close()
+    fresh = Session(broker.port, "late-subscriber", DASHBOARD, DASHBOARD_PASSWORD, clean=True)
+    try:
+        fresh.subscribe(f"blankfilter/{TRAP}/status")
+        wait_until(lambda: fresh.on(f"blankfilter/{TRAP}/status") == [status], 5, "the retained status")
+    finally:
+        fresh.close()
