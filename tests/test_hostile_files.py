@@ -218,6 +218,30 @@ def test_a_frame_that_changes_after_it_was_judged_is_not_deleted_on_the_old_judg
     assert_events_name_existing_files(root)
 
 
+def test_a_file_that_changes_back_to_the_bytes_first_judged_is_judged_on_them_again(tmp_path: Path) -> None:
+    """A, then B, then A again under one name before the burst closed: B superseded A and A's bytes
+    superseded B; A's row (same path, same bytes) waits for its burst again and is decided once."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    a = (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes()
+    b = (FRAMES / "speciesnet" / "blank.jpg").read_bytes()
+    target = inbox / "cam1" / "IMG_0001.JPG"
+    put(target, a)
+    with folder_loop(tmp_path) as loop, ThreadPoolExecutor(1) as pool:
+        step_until(loop, pool, lambda: len(rows(root)) == 1, "A is scored")
+        put(target, b, mtime=OLD + 5)
+        step_until(loop, pool, lambda: len(rows(root)) == 2, "B is scored")
+        put(target, a, mtime=OLD + 10)
+        step_until(loop, pool, lambda: rows(root)[0]["state"] == "scored", "A waits again")
+        loop.close_bursts(low_disk=False, flush=True)
+
+    first, second = rows(root)
+    assert first["sha256"] == sha(a) and first["state"] == "done" and first["action"] == "kept", first
+    assert (second["state"], second["action"]) == ("done", "superseded"), second
+    assert (root / first["dest"]).read_bytes() == a
+    assert len(events(root)) == 1
+    assert_events_name_existing_files(root)
+
+
 class PowerCut(BaseException):
     """Not an Exception: nothing in the loop may catch it, as nothing survives a power cut."""
 
