@@ -534,3 +534,37 @@ def test_a_publisher_that_keeps_failing_gives_up_and_tells_the_trap_so_the_proce
         assert publisher.restarts == 2, "restarted twice, then given up at the third failure in a row"
     finally:
         publisher.stop()
+
+
+def test_run_exits_1_when_the_publisher_gives_up_so_systemd_restarts_it(
+    tmp_path: Path, broker: Broker, store_args: Callable[..., list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon in this process (a fault needs a seam): every status fails, the publisher gives up,
+    and `run` stops its loop and exits 1 instead of running on with no delivery. Before the fix it
+    ran on; the SIGTERM after 60 s then ended it with 0."""
+    from firmware_app.cli import main
+
+    def broken_status(self: Publisher, ledger: Ledger) -> dict[str, Any]:
+        raise RuntimeError("the status cannot be built")
+
+    monkeypatch.setattr(Publisher, "status", broken_status)
+    monkeypatch.setattr(mqtt_module, "RESTART_BACKOFF_S", 0.1)
+    monkeypatch.setattr(mqtt_module, "RESTART_LIMIT", 2)
+    (tmp_path / "inbox").mkdir()
+    done = threading.Event()
+    guard = threading.Timer(60, lambda: done.is_set() or os.kill(os.getpid(), signal.SIGTERM))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    guard.start()
+    try:
+        started_at = time.monotonic()
+        rc = main(daemon_args(store_args, broker.port))
+    finally:
+        done.set()
+        guard.cancel()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert rc == 1
+    assert time.monotonic() - started_at < 60
