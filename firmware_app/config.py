@@ -147,6 +147,11 @@ class ContextSection:
     quiet_after_trigger_s: float = opt(
         600.0, "camera sources: never take a quiet-time reference this soon after a trigger", lo=0, hi=MONTH_S
     )
+    reference_max_p: float = opt(
+        0.2, "classifier p under which a frame may become an automatic reference (quiet-time, time-lapse, "
+        "top-up), with the context's own check; not model.cutoff, which is tuned to keep almost every frame "
+        "(held out, 5 % of animal and 22 % of blank frames score under 0.2)", lo=0, hi=1,
+    )  # fmt: skip
     reference_pattern: str = opt(
         "",
         "folder source: file names (glob, e.g. '*TL*') of the camera's time-lapse or field-scan frames, "

@@ -100,6 +100,9 @@ class Judge:
         self.imaging = imaging or ImagingSettings.from_config(config.imaging)
         self.cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
         self.cutoffs = Cutoffs(self.cutoff, context.settings.cutoff if context is not None else 0.5)
+        # Whether a frame may become background is its own question: the classification cutoff is tuned
+        # for recall (it keeps almost every frame), so as a test of "empty" it would refuse nearly all.
+        self.reference_max_p = config.context.reference_max_p
         # Which cameras are worth a feature pass: a snapshot the prefetch thread may read.
         self._context_cameras: frozenset[str] = frozenset()
         self._crops: dict[str, tuple[float, float]] = {}  # camera -> its own info-bar crop
@@ -220,7 +223,7 @@ class Judge:
             return False
         learnable = [f for f in frames if f is not None]
         try:
-            return self.context.top_up(camera, learnable[0].assessment.mode, key, learnable, self.cutoff)
+            return self.context.top_up(camera, learnable[0].assessment.mode, key, learnable, self.reference_max_p)
         except CONTEXT_ERRORS as exc:
             log.error("could not add an automatic reference (%s)", exc)
             return False
@@ -291,16 +294,16 @@ class Judge:
 
     def quiet_reference(self, camera: str, rgb: np.ndarray, source: str, sha256: str, captured_ts: float) -> str:
         """A frame a camera took while nothing triggered it, offered as an `auto` reference (the light of
-        this hour, day or IR). Taken only when the classifier calls it blank and it is not a local change
-        in a scene that matches the references (an animal that lay down without triggering the PIR
-        looks exactly like that). Returns what happened, for the log."""
+        this hour, day or IR). Taken only when the classifier scores it under context.reference_max_p and
+        it is not a local change in a scene that matches the references (an animal that lay down without
+        triggering the PIR looks exactly like that). Returns what happened, for the log."""
         context = self._need_context()
         if self._crop_is_open(camera):
             self._fix_crop(camera, [np.asarray(Image.fromarray(rgb).convert("L"))])
         spec = context.input_for(context.bank.crops().get(camera))
         seen, view = prepare_array_views(rgb, [self.classifier.card.input, spec], self.imaging)
         score = self.classifier.score(seen.pixels)
-        if score >= self.cutoff:
+        if score >= self.reference_max_p:
             return f"not taken: the classifier scores it {score:.3f} (an animal may be there)"
         mode, features = lighting_mode(seen.exposure), context.extractor.features(view.pixels)
         bank_view = context.bank.view(camera, mode)

@@ -105,6 +105,7 @@ def context_args(store_args: Callable[..., list[str]], cutoffs: dict[str, float]
             "context__cutoff": round(cutoffs["context"], 6),
             "context__drift_limit": round(cutoffs["drift"], 6),
             "context__veto": 1.0,  # the tiny classifier is untrained: its confidence must not veto here
+            "context__reference_max_p": 1.0,  # nor is its score a test of "empty": the context's check decides
             "context__topup_spacing_s": 0,
             "decision__burst_gap_s": 5,
         }

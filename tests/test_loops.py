@@ -34,6 +34,7 @@ KINDS = ("folder", "camera")
 NONBLANK = ["wellington/11374_1-1.JPG", "wellington/11374_2-1.JPG", "wellington/11374_3-1.JPG"]  # tiny_u8 >= 0.85
 BLANK = ["wellington/1200_1-0.JPG", "wellington/1200_2-0.JPG", "wellington/1200_3-0.JPG"]  # about 0.5
 STORE_FOLDERS = ("kept", "audit", "quarantine", "blank")
+TINY_CUTOFF = 0.85  # the tiny fixture model's card cutoff: its scale of "may hold an animal"
 
 
 class ScriptedCamera:
@@ -279,8 +280,10 @@ def test_a_quiet_camera_takes_its_own_references_but_never_of_an_animal(
     tmp_path: Path, scene: list[str], taken: bool
 ) -> None:
     setup = Setup("camera", tmp_path, [scene])
+    # The tiny classifier's scale: these animals score over 0.85, these empty frames under it.
     config = load_config(None, setup.config_sets(context__enabled="true", context__quiet_reference_s=0.2,
-                                                 context__quiet_after_trigger_s=0))  # fmt: skip
+                                                 context__quiet_after_trigger_s=0,
+                                                 context__reference_max_p=TINY_CUTOFF))  # fmt: skip
     made: list[Trap] = []
 
     def daemon() -> None:
@@ -303,8 +306,30 @@ def test_a_quiet_camera_takes_its_own_references_but_never_of_an_animal(
         assert refs and all(o == "auto" and s.startswith("cam0/quiet-") for o, s in refs)
         assert crops == [("cam0",)]  # its info bars were found from the first one
         assert summary.counts["quiet_reference"] >= 1
-    else:  # the tiny classifier scores these frames >= its cutoff: an animal may be lying there
+    else:  # the tiny classifier scores these frames >= 0.85: an animal may be lying there
         assert refs == [] and summary.counts["quiet_reference_refused"] >= 2
+
+
+def test_with_the_shipped_classifier_an_empty_quiet_frame_becomes_a_reference_and_an_animal_does_not(
+    tmp_path: Path,
+) -> None:
+    """The shipped classifier's cutoff keeps almost every frame (it is tuned for recall), so it is no
+    test of "empty": an empty frame it scores over that cutoff is still taken, under
+    context.reference_max_p; a frame it is sure holds an animal never is."""
+    from firmware_app.app import load_context, load_model
+    from firmware_app.imaging import prepare_array_views
+    from firmware_app.judge import Judge
+
+    config = load_config(None, [f"store.root={tmp_path}", "context.enabled=true"])
+    judge = Judge(config, load_model(config), load_context(config))
+    empty = np.asarray(Image.open(FRAMES / "missouri" / "SEQ75192_IMG_0004.JPG").convert("RGB"))
+    fox = np.asarray(Image.open(FRAMES / "missouri" / "SEQ75192_IMG_0001.JPG").convert("RGB"))
+    (seen,) = prepare_array_views(empty, [judge.classifier.card.input], judge.imaging)  # as the camera loop
+    p_empty = judge.classifier.score(seen.pixels)
+    assert judge.cutoff <= p_empty < config.context.reference_max_p  # the cutoff alone would refuse it
+    assert judge.quiet_reference("cam0", empty, "cam0/quiet-1", "a" * 64, 1_700_000_000.0).startswith("taken")
+    refused = judge.quiet_reference("cam0", fox, "cam0/quiet-2", "b" * 64, 1_700_003_600.0)
+    assert refused.startswith("not taken: the classifier scores it"), refused
 
 
 def test_time_lapse_frames_of_a_folder_source_become_references_when_empty(tmp_path: Path) -> None:
@@ -314,7 +339,9 @@ def test_time_lapse_frames_of_a_folder_source_become_references_when_empty(tmp_p
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(FRAMES / rel, dest)
         os.utime(dest, (1_700_000_000 + 3600 * i,) * 2)
-    run(setup.trap(context__enabled="true", context__reference_pattern="TLAPSE_*"))
+    run(
+        setup.trap(context__enabled="true", context__reference_pattern="TLAPSE_*", context__reference_max_p=TINY_CUTOFF)
+    )
     db = sqlite3.connect(setup.store / "references.db")
     sources = sorted(r[0] for r in db.execute("SELECT source FROM refs WHERE origin = 'auto'"))
     db.close()

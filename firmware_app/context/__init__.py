@@ -150,14 +150,15 @@ class CameraContext:
     def is_context_blank(self, assessment: Assessment) -> bool:
         return assessment.decides and assessment.score is not None and assessment.score < self.settings.cutoff
 
-    def top_up(self, camera: str, mode: str, burst: str, frames: list[TopUpFrame], classifier_cutoff: float) -> bool:
+    def top_up(self, camera: str, mode: str, burst: str, frames: list[TopUpFrame], max_p: float) -> bool:
         """Learn from a discarded burst: one of its frames becomes an `auto` reference when every frame
-        was blank to both the context score and the classifier, and the camera's last automatic
+        was blank to the context score and the classifier scored it under `max_p` (the judge's
+        context.reference_max_p: a test of "empty", not the classification cutoff), and the last automatic
         reference is older than the spacing (so the bank follows the light through the day instead of
         filling with one burst's near-copies). A kept burst never gets here: an animal must never
         become background."""
         if not frames or not all(
-            self.is_context_blank(f.assessment) and f.score is not None and f.score < classifier_cutoff for f in frames
+            self.is_context_blank(f.assessment) and f.score is not None and f.score < max_p for f in frames
         ):
             return False
         middle = frames[len(frames) // 2]
