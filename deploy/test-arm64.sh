@@ -5,13 +5,13 @@
 #
 #   sudo deploy/test-arm64.sh --check                 # can this machine do it? rc 0, or rc 3 and why
 #   sudo deploy/test-arm64.sh --build-only            # build (or find) the cached arm64 root
-#   sudo deploy/test-arm64.sh --out DIR [--inbox DIR] [--mqtt-port PORT] [--trap-id ID]
+#   sudo deploy/test-arm64.sh --out DIR [--inbox DIR] [--mqtt-port PORT] [--trap-id ID] [--cutoff P]
 #
 # With --out: the cached root is unpacked into a fresh working root, deploy/install.sh runs inside
 # it (chroot, clean environment), then as the `blankfilter` user with the unit's environment:
 # `blankfilter classify --json` on tests/fixtures/frames (or --frames DIR) and `blankfilter run
 # --once` (the unit's ExecStart) on a copy of --inbox, publishing to 127.0.0.1:--mqtt-port (the chroot
-# shares this machine's loopback). DIR receives: install.log, classify.tsv (arrival time<TAB>JSON
+# shares this machine's loopback), at the model card's cutoff or --cutoff P. DIR receives: install.log, classify.tsv (arrival time<TAB>JSON
 # line), classify.err, run.log, store/ (/var/lib/blankfilter after the run, ledger included),
 # versions.json and timings.json. The working root is unmounted and removed afterwards, also on
 # failure (--keep: unmounted and kept, its path printed).
@@ -50,6 +50,7 @@ INBOX=""
 FRAMES="$SOURCE/tests/fixtures/frames"
 MQTT_PORT=""
 TRAP_ID=arm64-qemu
+CUTOFF=""
 KEEP=0
 REBUILD=0
 
@@ -70,6 +71,7 @@ while [ $# -gt 0 ]; do
     --frames) [ $# -ge 2 ] || die "--frames needs a directory"; FRAMES=$2; shift ;;
     --mqtt-port) [ $# -ge 2 ] || die "--mqtt-port needs a number"; MQTT_PORT=$2; shift ;;
     --trap-id) [ $# -ge 2 ] || die "--trap-id needs a value"; TRAP_ID=$2; shift ;;
+    --cutoff) [ $# -ge 2 ] || die "--cutoff needs a value"; CUTOFF=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -402,6 +404,9 @@ PY
   local -a exec_start=() sets=(--set "trap.id=$TRAP_ID" --set source.settle_s=0 --set store.min_free_mb=0
     --set store.audit_rate=0)
   read -ra exec_start <<<"$(sed -n 's/^ExecStart=//p' "$root/etc/systemd/system/blankfilter.service")"
+  if [ -n "$CUTOFF" ]; then
+    sets+=(--set "model.cutoff=$CUTOFF")
+  fi
   if [ -n "$MQTT_PORT" ]; then
     sets+=(--set mqtt.host=127.0.0.1 --set "mqtt.port=$MQTT_PORT" --set mqtt.drain_s=120)
   fi
