@@ -9,6 +9,9 @@ holds the right bytes is done; a delete of a missing file is done. Frames that e
 (a camera source) are written the same way: to a temporary name, fsync'd, then linked into place,
 so a name is never overwritten. What is kept how long, and what goes when the card fills, is
 `retention.py`'s job.
+
+The store holds bytes, never symbolic links: the folder source refuses links in the inbox, and a
+move refuses one that got this far (it would store the link, and the bytes would stay outside).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Store:
     def move(self, rel: str, dest: str, sha256: str) -> None:
         """inbox/rel -> root/dest, atomically; replay-safe."""
         src, target = self.inbox / rel, self.root / dest
+        if src.is_symlink():  # the store holds bytes, never links (the source refuses them first)
+            raise OSError(errno.ELOOP, "a symbolic link, not a frame's bytes: never stored", str(src))
         src_exists, target_exists = src.exists(), target.exists()
         if not src_exists:
             if target_exists:
@@ -92,7 +97,7 @@ class Store:
         """Inbox on another filesystem: copy to a temporary name, fsync, then link into place."""
         partial = target.with_name(f".{target.name}.partial")
         try:
-            with src.open("rb") as fin, partial.open("wb") as fout:
+            with os.fdopen(os.open(src, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fin, partial.open("wb") as fout:
                 shutil.copyfileobj(fin, fout, 1 << 20)
                 fout.flush()
                 os.fsync(fout.fileno())

@@ -352,14 +352,16 @@ def test_frame_vanishing_mid_read_is_a_warning_not_a_crash(
     victim_rel = "wellington/11374_2-1.JPG"
     victim = inbox / victim_rel
     if when == "while_read":
-        read_bytes = Path.read_bytes
+        import firmware_app.loops.folder as folder_loop
 
-        def vanishing_read(self: Path) -> bytes:
-            if self == victim:
-                self.unlink()  # another process (an rsync, a person) takes it as we open it
-            return read_bytes(self)
+        read_frame = folder_loop.read_frame
 
-        monkeypatch.setattr(Path, "read_bytes", vanishing_read)
+        def vanishing_read(path: Path) -> tuple[bytes, os.stat_result]:
+            if path == victim:
+                path.unlink()  # another process (an rsync, a person) takes it as we open it
+            return read_frame(path)
+
+        monkeypatch.setattr(folder_loop, "read_frame", vanishing_read)
     else:
         ready = FolderSource.ready
 

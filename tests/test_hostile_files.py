@@ -1,7 +1,7 @@
 """Files that lie about who they are: a name and time reused for new bytes, an upload that stalls
-half way and then finishes, a name that is not UTF-8. Real JPEGs, the shipped model, real SQLite;
-the CLI as a subprocess where a whole run is the point, the loop itself where a test must stop it
-between two steps (an upload that resumes at a chosen moment)."""
+half way and then finishes, a name that is not UTF-8, a link that points out of the inbox. Real
+JPEGs, the shipped model, real SQLite; the CLI as a subprocess where a whole run is the point, the
+loop itself where a test must stop it between two steps (an upload that resumes at a chosen moment)."""
 
 from __future__ import annotations
 
@@ -316,3 +316,161 @@ def test_a_file_name_that_is_not_utf8_is_processed_and_its_name_kept_exactly(
     stats = run_cli("stats", "--json", *args[2:])  # stats takes no --model
     assert stats.returncode == 0, outcome(stats)
     assert json.loads(stats.stdout)["by_action"] == {"kept": 2}
+
+
+# -- 10. symbolic links in the inbox ----------------------------------------------------------------
+def links_under(root: Path) -> list[Path]:
+    return [Path(d, n) for d, dirs, files in os.walk(root) for n in dirs + files if Path(d, n).is_symlink()]
+
+
+def skipped(root: Path) -> dict[str, str]:
+    db = sqlite3.connect(f"file:{root / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        return {os.fsdecode(p): reason for p, reason in db.execute("SELECT path, reason FROM skipped")}
+    finally:
+        db.close()
+
+
+def lines_naming(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if name in line]
+
+
+def test_a_link_that_leaves_the_inbox_is_refused_with_one_line_and_left_in_place(
+    tmp_path: Path, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    """Links to a file outside the inbox (absolute, via '..', to /etc/passwd) are refused: one line
+    each naming the link and why, not judged, nothing of the target in the store or an event, the
+    link left where it is and recorded as skipped, so a restart does not report it again."""
+    inbox, root, private = tmp_path / "inbox", tmp_path / "store", tmp_path / "private"
+    secret = private / "owner.jpg"  # an animal outside the inbox: it would be kept and sent as a thumbnail
+    put(secret, (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes())
+    (inbox / "cam1").mkdir(parents=True)
+    links = {
+        "cam1/IMG_0001.JPG": secret,
+        "cam1/IMG_0002.JPG": Path("..", "..", "private", "owner.jpg"),
+        "cam1/IMG_0003.JPG": Path("/etc/passwd"),
+    }
+    for rel, target in links.items():
+        (inbox / rel).symlink_to(target)
+    owl = (FRAMES / "owl" / "RCNX1419.JPG").read_bytes()
+    put(inbox / "cam1" / "IMG_0004.JPG", owl)  # a real frame beside them is judged as usual
+    args = store_args(inbox, root, model=SHIPPED, model__cutoff=0.0)  # every frame judged is kept
+
+    first = run_cli("run", "--once", *args)
+    assert first.returncode == 0, outcome(first)
+    again = run_cli("run", "--once", *args)
+    assert again.returncode == 0, outcome(again)
+
+    for rel, target in links.items():
+        assert (inbox / rel).is_symlink() and os.readlink(inbox / rel) == str(target), f"{rel} was not left in place"
+        said = lines_naming(first.stderr, rel)
+        assert len(said) == 1 and "outside the inbox" in said[0], first.stderr
+        assert not lines_naming(again.stderr, rel), again.stderr
+        assert "outside the inbox" in skipped(root)[rel]
+    assert secret.read_bytes() == (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes()
+    assert links_under(root) == []
+    assert [r["path"] for r in rows(root)] == ["cam1/IMG_0004.JPG"]
+    assert (root / "kept" / "cam1" / "IMG_0004.JPG").read_bytes() == owl
+    assert [[f["file"] for f in e["frames"]] for e in events(root)] == [["kept/cam1/IMG_0004.JPG"]]
+    assert_events_name_existing_files(root)
+
+
+def test_a_link_to_a_frame_inside_the_inbox_is_refused_and_the_frame_is_stored_as_bytes_once(
+    tmp_path: Path, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    """A link to a frame inside the inbox is not followed either: the frame is judged once, under its
+    own name, and stored as bytes; the link stays in the inbox, recorded as skipped."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    owl = (FRAMES / "owl" / "RCNX1419.JPG").read_bytes()
+    put(inbox / "cam1" / "IMG_0001.JPG", owl)
+    (inbox / "cam1" / "alias.JPG").symlink_to("IMG_0001.JPG")
+    (inbox / "cam2").mkdir()
+    (inbox / "cam2" / "IMG_0001.JPG").symlink_to(Path("..", "cam1", "IMG_0001.JPG"))
+    args = store_args(inbox, root, model=SHIPPED, model__cutoff=0.0)
+
+    first = run_cli("run", "--once", *args)
+    assert first.returncode == 0, outcome(first)
+
+    kept = root / "kept" / "cam1" / "IMG_0001.JPG"
+    assert not kept.is_symlink() and kept.read_bytes() == owl
+    assert links_under(root) == []
+    assert [r["path"] for r in rows(root)] == ["cam1/IMG_0001.JPG"]
+    for rel in ("cam1/alias.JPG", "cam2/IMG_0001.JPG"):
+        assert (inbox / rel).is_symlink(), f"{rel} was not left in place"
+        assert len(lines_naming(first.stderr, rel)) == 1, first.stderr
+        assert "symbolic link" in skipped(root)[rel]
+
+
+def test_files_under_a_linked_sub_folder_are_reported_once_per_folder_and_not_judged(
+    tmp_path: Path, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    """A sub-folder that is a link (out of the inbox, or to another camera's folder) is not walked:
+    one line per such folder says its files are not judged, and a restart does not repeat it."""
+    inbox, root, elsewhere = tmp_path / "inbox", tmp_path / "store", tmp_path / "elsewhere" / "cam9"
+    put(elsewhere / "IMG_0001.JPG", (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes())
+    put(elsewhere / "IMG_0002.JPG", (FRAMES / "speciesnet" / "blank.jpg").read_bytes())
+    owl = (FRAMES / "owl" / "RCNX1419.JPG").read_bytes()
+    put(inbox / "cam1" / "IMG_0001.JPG", owl)
+    (inbox / "cam2").symlink_to(elsewhere)
+    (inbox / "cam3").symlink_to("cam1")
+    args = store_args(inbox, root, model=SHIPPED, model__cutoff=0.0)
+
+    first = run_cli("run", "--once", *args)
+    assert first.returncode == 0, outcome(first)
+    again = run_cli("run", "--once", *args)
+    assert again.returncode == 0, outcome(again)
+
+    for folder, where in (("cam2", "outside the inbox"), ("cam3", "symbolic link")):
+        said = [line for line in first.stderr.splitlines() if f" {folder} " in line or f"{folder}:" in line]
+        assert len(said) == 1 and "folder" in said[0] and where in said[0], first.stderr
+        assert not [line for line in again.stderr.splitlines() if f" {folder} " in line], again.stderr
+        assert (inbox / folder).is_symlink()
+    assert sorted(os.listdir(elsewhere)) == ["IMG_0001.JPG", "IMG_0002.JPG"]
+    assert [r["path"] for r in rows(root)] == ["cam1/IMG_0001.JPG"]
+    assert links_under(root) == []
+
+
+def test_links_made_while_the_trap_watches_with_inotify_are_refused_too(tmp_path: Path) -> None:
+    """The inotify path (no rescan for a minute): a link to a file and a linked sub-folder made while
+    the trap runs are refused and recorded as skipped, and nothing is judged or stored."""
+    import time
+
+    inbox, root, private = tmp_path / "inbox", tmp_path / "store", tmp_path / "private"
+    put(private / "owner.jpg", (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes())
+    inbox.mkdir()
+    with folder_loop(tmp_path, "source.watch=inotify") as loop, ThreadPoolExecutor(1) as pool:
+        loop.once = True  # each step takes what is ready now, without waiting for the safety rescan
+        loop.step(pool)
+        (inbox / "IMG_0001.JPG").symlink_to(private / "owner.jpg")
+        (inbox / "cam2").symlink_to(private)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(skipped(root)) < 2:
+            loop.step(pool)
+            time.sleep(0.05)
+        loop.close_bursts(low_disk=False, flush=True)
+    assert set(skipped(root)) == {"IMG_0001.JPG", "cam2"}, skipped(root)
+    assert all("outside the inbox" in reason for reason in skipped(root).values())
+    assert rows(root) == [] and links_under(root) == []
+    assert (inbox / "IMG_0001.JPG").is_symlink() and (inbox / "cam2").is_symlink()
+
+
+def test_the_store_never_moves_a_link_into_kept(tmp_path: Path) -> None:
+    """Belt and braces under the source: a link that reached the store is refused, not stored."""
+    inbox, root = tmp_path / "inbox", tmp_path / "store"
+    put(tmp_path / "private" / "owner.jpg", (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes())
+    inbox.mkdir()
+    (inbox / "IMG_0001.JPG").symlink_to(tmp_path / "private" / "owner.jpg")
+    with pytest.raises(OSError, match="symbolic link"):
+        Store(root, inbox).move(
+            "IMG_0001.JPG", "kept/IMG_0001.JPG", sha((tmp_path / "private" / "owner.jpg").read_bytes())
+        )
+    assert links_under(root) == [] and (inbox / "IMG_0001.JPG").is_symlink()
+
+
+def test_a_thumbnail_is_never_made_through_a_link(tmp_path: Path) -> None:
+    from firmware_app.events.thumbnail import make_thumbnail
+
+    put(tmp_path / "private" / "owner.jpg", (FRAMES / "speciesnet" / "ocelot.jpg").read_bytes())
+    (tmp_path / "IMG_0001.JPG").symlink_to(tmp_path / "private" / "owner.jpg")
+    assert make_thumbnail(tmp_path / "private" / "owner.jpg", 160, 20_000) is not None  # the real file: yes
+    assert make_thumbnail(tmp_path / "IMG_0001.JPG", 160, 20_000) is None

@@ -1,10 +1,12 @@
 """The small JPEG an event carries, so a dashboard shows what walked by without the frame leaving
-the trap. Made from the burst's highest-scoring frame while it is still in the inbox."""
+the trap. Made from the burst's highest-scoring frame while it is still in the inbox, and never through a
+symbolic link (O_NOFOLLOW), so an event cannot carry a picture of a file from outside the inbox."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -19,7 +21,13 @@ def make_thumbnail(path: Path, long_side: int, max_bytes: int) -> tuple[bytes, i
     if long_side <= 0:
         return None
     try:
-        with Image.open(path) as image:
+        # never through a link: it could name any file on the trap, sent out with the event
+        fh = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
+    except OSError as exc:
+        log.debug("%s: no thumbnail (%s)", path, exc)
+        return None
+    try:
+        with fh, Image.open(fh) as image:
             image.draft("RGB", (long_side, long_side))  # DCT-scaled decode: cheap even for 8 MP
             small = (ImageOps.exif_transpose(image) or image).convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -21,6 +21,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatch
+from stat import S_ISLNK
 from typing import TypeVar
 
 import numpy as np
@@ -37,6 +38,7 @@ from firmware_app.ledger import Decision, FrameRow, Ledger, NewFrame, OutboxEven
 from firmware_app.loops.base import RETRY_MAX_S, RETRY_MIN_S, LoopBase, RunSummary
 from firmware_app.retention import DiskGuard
 from firmware_app.sources import Frame, Skipped, Source
+from firmware_app.sources.folder import read_frame
 from firmware_app.store import FrameVanished, Store
 
 log = logging.getLogger(__name__)
@@ -183,9 +185,8 @@ class FolderLoop(LoopBase):
         """The I/O and decoding of a frame. Touches neither the ledger nor the model, so it runs on
         the prefetch thread while the main thread scores the previous frame."""
         try:
-            before = frame.path.stat()
-            data = frame.path.read_bytes()
-            stat = frame.path.stat()
+            data, before = read_frame(frame.path)  # never through a link (swapped in after it was listed)
+            stat = frame.path.lstat()
         except OSError as exc:
             return Loaded(None, "", 0, Views(None, None, None), exc)
         if fingerprint(before) != fingerprint(stat) or len(data) != stat.st_size:  # still being written
@@ -277,7 +278,7 @@ class FolderLoop(LoopBase):
             return
         try:
             spec = self.judge.classifier.card.input  # decoded as every frame is: at about the classifier's size
-            image, _, _ = decode_jpeg(frame.path.read_bytes(), (spec.width, spec.height), self.judge.imaging)
+            image, _, _ = decode_jpeg(read_frame(frame.path)[0], (spec.width, spec.height), self.judge.imaging)
             rgb = np.asarray(image)
             outcome = self.judge.quiet_reference(camera_of(frame.rel), rgb, printable(frame.rel), sha, captured_ts)
         except (OSError, BlankfilterError, ValueError, RuntimeError, sqlite3.Error) as exc:
@@ -327,7 +328,10 @@ class FolderLoop(LoopBase):
         at the cost of a stat; when they differ (or are not known, after a restart) its sha256 does."""
         path = self.store.inbox / rel
         try:
-            if self._fingerprints.get(frame_id) == fingerprint(path.stat()):
+            st = path.lstat()
+            if S_ISLNK(st.st_mode):
+                return False  # swapped for a link: never stored, never read through
+            if self._fingerprints.get(frame_id) == fingerprint(st):
                 return True
             return sha256_file(path) == sha256
         except FileNotFoundError:
@@ -346,10 +350,14 @@ class FolderLoop(LoopBase):
 
     def note_skipped(self, skipped: list[Skipped]) -> None:
         for item in skipped:
-            st = item.path.stat() if item.path.exists() else None
+            try:
+                st: os.stat_result | None = item.path.lstat()  # a link's own, not its target's
+            except OSError:
+                st = None
             size, mtime = (st.st_size, st.st_mtime) if st else (0, 0.0)
             if not self.ledger.was_skipped(item.rel, size, mtime):
-                log.info("%s skipped: %s (left in place)", printable(item.rel), item.reason)
+                level = logging.WARNING if item.warning else logging.INFO
+                log.log(level, "%s skipped: %s (left in place)", printable(item.rel), item.reason)
                 self.ledger.skip(item.rel, size, mtime, item.reason)
                 self.summary.counts["skipped"] += 1
 

@@ -29,6 +29,7 @@ class Skipped:
     path: Path
     rel: str
     reason: str
+    warning: bool = False  # refused for safety (a link), not merely not a frame: logged as a warning
 
 
 class Source(Protocol):

@@ -4,12 +4,24 @@ inotify (through watchdog) says when a file was closed after writing; a periodic
 whatever events were missed (queue overflow, files present at start, network shares) and is the
 whole mechanism when inotify is unavailable. A file counts as complete when it was closed, or when
 its modification time is at least `settle_s` old.
+
+Symbolic links are never followed, whatever they point at: the store holds a frame's bytes, never a
+link, and a link must not make the trap read (and send a thumbnail of) a file outside the inbox. A
+link to a file or a linked sub-folder is handed back as skipped, with a reason that says whether it
+leaves the inbox; it is left where it is, and the ledger's skipped record keeps it from being
+reported at every rescan. Refusing every link is simpler and as safe as following those that stay
+inside the inbox: such a link only names a file the trap already judges under its own name (so a
+frame is judged once), and a rule with no exceptions has no `..` or link-chain corner to get wrong.
+Frames are opened with O_NOFOLLOW (`read_frame`), so a file swapped for a link after it was listed
+is not read either.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +34,32 @@ log = logging.getLogger(__name__)
 
 IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
 INOTIFY_RESCAN_S = 60.0
+
+
+def read_frame(path: Path) -> tuple[bytes, os.stat_result]:
+    """A frame's bytes and the stat of what was read, never through a link (O_NOFOLLOW: ELOOP) and
+    never from a pipe or device (which could block the loop for good)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return fh.read(), st
+
+
+def link_reason(path: Path, inbox: Path) -> str:
+    """Why a link in the inbox is not followed; looks at where it points, never reads it."""
+    try:
+        target = os.readlink(path)
+    except OSError as exc:
+        target = f"? ({exc.strerror})"
+    resolved = Path(os.path.realpath(path))  # follows the chain without raising on a loop
+    inside = resolved.is_relative_to(Path(os.path.realpath(inbox)))
+    folder = resolved.is_dir()
+    what = f"a symbolic link to {'the folder ' if folder else ''}{target}"
+    where = " inside the inbox: not followed" if inside else ", outside the inbox: refused, never read"
+    then = "; the files under it are not judged" if folder else ""
+    return f"{what}{where}{then} (links are never followed: the store holds bytes, never links)"
 
 
 @dataclass
@@ -113,10 +151,12 @@ class FolderSource:
         if not self._wanted_name(path):
             return
         try:
-            st = path.stat()
+            st = path.lstat()  # a link is looked at, never followed
         except OSError:
             return
-        if not path.is_file():
+        if stat.S_ISLNK(st.st_mode):
+            closed = True  # made whole in one step: reported as soon as it is seen
+        elif not stat.S_ISREG(st.st_mode):
             return
         with self._lock:
             seen = self._waiting.get(path)
@@ -130,7 +170,7 @@ class FolderSource:
         """Dot-files and in-progress uploads are silently ignored, as are our own store folders."""
         if path.name.startswith(".") or path.name.lower().endswith(IN_PROGRESS_SUFFIXES):
             return False
-        resolved = path.resolve()
+        resolved = path.parent.resolve() / path.name  # not through the file itself: a link is reported
         return not any(resolved.is_relative_to(ex) for ex in self.exclude)
 
     def _scan(self) -> None:
@@ -138,13 +178,17 @@ class FolderSource:
         walker = os.walk(self.inbox) if self.recursive else [(str(self.inbox), [], os.listdir(self.inbox))]
         for dirpath, dirnames, filenames in walker:
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and self._wanted_name(Path(dirpath, d))]
-            for name in filenames:
+            linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]  # not walked: reported
+            dirnames[:] = [d for d in dirnames if d not in linked]
+            for name in filenames + linked:
                 path = Path(dirpath, name)
                 if not self._wanted_name(path):
                     continue
                 try:
-                    st = path.stat()
+                    st = path.lstat()
                 except OSError:
+                    continue
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                     continue
                 present.add(path)
                 with self._lock:
@@ -172,19 +216,22 @@ class FolderSource:
         with self._lock:
             for path, seen in sorted(self._waiting.items()):
                 try:
-                    st = path.stat()
+                    st = path.lstat()
                 except OSError:
                     del self._waiting[path]  # gone before it settled
                     continue
                 seen.size, seen.mtime = st.st_size, st.st_mtime
-                if not (seen.closed or now - st.st_mtime >= self.settle_s):
+                link = stat.S_ISLNK(st.st_mode)
+                if not (link or seen.closed or now - st.st_mtime >= self.settle_s):
                     continue
                 del self._waiting[path]
                 if self._handed.get(path) == (st.st_size, st.st_mtime):
                     continue
                 self._handed[path] = (st.st_size, st.st_mtime)
                 rel = path.relative_to(self.inbox).as_posix()
-                if path.suffix.lower() not in self.extensions:
+                if link:
+                    skipped.append(Skipped(path, rel, link_reason(path, self.inbox), warning=True))
+                elif path.suffix.lower() not in self.extensions:
                     reason = f"not a frame: extension '{path.suffix}' is not in source.extensions"
                     skipped.append(Skipped(path, rel, reason))
                 else:
