@@ -22,4 +22,4 @@ def register(sub: Any) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from firmware_app.bench import main as bench_main
 
-    return bench_main(args, config_from_args(args))
+    return bench_main(args, config_from_args(args, announce=False))  # a store of its own

@@ -32,7 +32,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from firmware_app.app import load_model
     from firmware_app.imaging import ImagingSettings, prepare_jpeg
 
-    config = config_from_args(args)
+    config = config_from_args(args, announce=False)  # touches no store
     setup_logging(config.log.level if not args.json else "warning")
     classifier = load_model(config)
     cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff

@@ -1,4 +1,5 @@
-"""What every command shares: exit codes, logging, `--config` / `--set` and the model flags."""
+"""What every command shares: exit codes, logging, `--config` / `--set` and the model flags, and the
+one line that says which config is in use."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace, announce: bool = True) -> Config:
+    """The config the flags ask for. `announce`: say which one on stderr, in one line, first (every
+    command that touches the store, the ledger or the bank: without a file the store is the built-in
+    /var/lib/blankfilter, which must not be a surprise). Commands that touch none of them pass False."""
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.is_file():
         path = DEFAULT_CONFIG_PATH
@@ -40,7 +44,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
             overrides.append(f"{key}={json.dumps(str(value)) if flag == 'model' else value}")
     if getattr(args, "edgetpu", False):
         overrides.append("model.edgetpu=true")
-    return load_config(path, overrides)
+    config = load_config(path, overrides)
+    if announce:
+        print(f"blankfilter: {config_in_use(config, len(args.set or []))}", file=sys.stderr, flush=True)
+    return config
+
+
+def config_in_use(config: Config, sets: int = 0) -> str:
+    """'config /etc/blankfilter/config.toml, store at ...' or 'no config file: built-in defaults, ...'."""
+    origin = "no config file: built-in defaults" if config.origin == "defaults" else f"config {config.origin}"
+    if sets:
+        origin += f" with {sets} --set override(s)"
+    return f"{origin}, store at {config.store.root}"
 
 
 def add_common(parser: argparse.ArgumentParser, model_flags: bool = True) -> None:

@@ -31,6 +31,6 @@ def cmd_config(args: argparse.Namespace) -> int:
             else:
                 print(f"{key} = {json.dumps(str(default) if isinstance(default, Path) else default)}  # {help_text}")
         return EXIT_OK
-    config = config_from_args(args)
+    config = config_from_args(args, announce=False)  # says it on stdout
     print(f"{config.origin}: ok (trap {config.trap.id}, inbox {config.source.inbox}, store {config.store.root})")
     return EXIT_OK

@@ -2,7 +2,7 @@
 
 blankfilter reference add FILES... [--camera CAM] [--mode day|ir]   known-empty frames of a camera
 blankfilter reference capture [--camera CAM] [--count 3]            the next frames become references
-blankfilter reference list [--camera CAM]
+blankfilter reference list [--camera CAM]                           read-only: makes nothing
 blankfilter reference reset (--camera CAM | --all) [--mode day|ir]  after moving or servicing a camera
 """
 
@@ -108,7 +108,16 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    _, extractor, bank = _setup(args)
+    """Read-only: opens the bank for reading and makes no folder or bank where there is none."""
+    from firmware_app.app import open_extractor
+
+    config = config_from_args(args)
+    extractor = open_extractor(config, required=True)
+    assert extractor is not None
+    bank = ReferenceBank.read_only(config.bank_path, extractor.card.label)
+    if bank is None:
+        print(f"0 reference(s) (no references) for {extractor.card.label}: no reference bank at {config.bank_path} yet")
+        return 0
     refs = bank.list(args.camera)
     for r in refs:
         print(f"{r.id:5d}  {r.camera:20s} {r.mode:4s} {r.origin:8s} {r.added_at}  {r.source}")

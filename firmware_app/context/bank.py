@@ -118,6 +118,22 @@ class ReferenceBank:
         self._cache: dict[tuple[str, str], BankView | None] = {}
         self._version = -1
 
+    @classmethod
+    def read_only(cls, path: Path, extractor: str) -> ReferenceBank | None:
+        """The bank opened for reading only (`reference list`): no schema, no migration, no write,
+        and never made: None when there is no bank yet."""
+        if not path.is_file():
+            return None
+        bank = cls.__new__(cls)
+        bank.path, bank.extractor, bank.max_references = path, extractor, 0
+        try:
+            bank.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            bank.db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        except sqlite3.Error as exc:
+            raise BankError(f"cannot read the reference bank {path}: {exc}") from exc
+        bank._cache, bank._version = {}, -1
+        return bank
+
     def close(self) -> None:
         self.db.close()
 
