@@ -11,13 +11,13 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from firmware_app import __version__
-from firmware_app.commands import bench, classify, config, reference, run, stats
+from firmware_app.commands import bench, classify, config, ledger, reference, run, stats
 from firmware_app.commands.common import EXIT_OK, EXIT_USAGE
 from firmware_app.errors import BlankfilterError
 
 log = logging.getLogger("blankfilter")
 
-COMMANDS = (run, classify, stats, config, bench, reference)
+COMMANDS = (run, classify, stats, config, bench, reference, ledger)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,3 +21,8 @@ class ImageError(BlankfilterError):
 
 class LedgerUnavailable(BlankfilterError):
     """The ledger cannot be written (disk full, read-only card): nothing may be moved or deleted."""
+
+
+class LedgerDamaged(LedgerUnavailable):
+    """The ledger file is damaged (a bad page or header): like an unwritable ledger, nothing may be
+    moved or deleted; the message names the file and says how to check and recover it."""

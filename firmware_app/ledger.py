@@ -21,24 +21,39 @@ File names are kept exactly. A name that is not UTF-8 (Latin-1 from a Windows or
 b"caf\xe9.jpg"; Python holds it as surrogates, as os.fsdecode gives it) cannot be SQLite text: its
 `path` and `dest` are stored as the name's bytes (a BLOB, never equal to any text), and read back as
 the same surrogates, so the file is found again. Messages naming such a file are stored escaped.
+
+A damaged ledger (a bad page, a garbled header: SQLite's "malformed" or "not a database") raises
+LedgerDamaged, a LedgerUnavailable: nothing is moved or deleted on its word. `run` checks the file
+(PRAGMA quick_check) when it opens it and stops with exit code 2 (systemd does not restart it); a
+daemon whose ledger goes bad mid-run backs off as for a full card. Read-only commands (`stats`,
+`ledger check`) open it read-only (Ledger(path, read_only=True)): no migration, no write, so they
+work on a full card; a version-1 ledger is reported as needing one `run` to upgrade it.
+
+`blankfilter ledger recover` sets the damaged file aside (ledger.db.damaged-<UTC time>, with its
+-wal and -shm) and starts a fresh ledger with a row per file already in the store (kept/, audit/,
+quarantine/, blank/): state done, the folder's action, `decision` = 'recovered' (RECOVERED: the
+judgement itself was lost), `path` the inbox-relative name (the store's -<hash> suffix taken off),
+`dest` where the file is, its sha256 and size, so it is never judged again. Frames still in the
+inbox have no row, and are judged as new by the next `run`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from firmware_app.actions import DISCARD_ACTIONS, KEPT_ACTIONS, Action, State, Verdict, sql_list
-from firmware_app.errors import LedgerUnavailable
-from firmware_app.sqlite_tx import immediate
+from firmware_app.errors import BlankfilterError, LedgerDamaged, LedgerUnavailable
+from firmware_app.sqlite_tx import connect_ro, immediate
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +112,55 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, id);
 """
+
+
+RECOVERED = "recovered"  # `decision` of a row rebuilt by `ledger recover` from a file in the store
+DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT "database disk image is malformed", SQLITE_NOTADB "file is not a database"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether SQLite says the file itself is damaged (not full, locked or read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and isinstance(code, int) and code & 0xFF in DAMAGE_CODES
+
+
+def damaged(path: Path | str, why: object) -> LedgerDamaged:
+    return LedgerDamaged(
+        f"the ledger {path} is damaged ({why}): nothing is moved or deleted while it is. Stop the trap, then "
+        "`blankfilter ledger check` says what SQLite finds and `blankfilter ledger recover` sets the file aside "
+        "and rebuilds the ledger from kept/, audit/ and quarantine/ (nothing is deleted)."
+    )
+
+
+def _guarded(method: _F) -> _F:
+    """SQLite's damage errors, from any read or write of the ledger, become LedgerDamaged."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise damaged(self.path, exc) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check(path: Path | str, quick: bool = False) -> list[str]:
+    """SQLite's integrity_check (or quick_check) of a ledger, read-only: [] when it is sound."""
+    try:
+        db = connect_ro(path)
+        try:
+            found = [str(r[0]) for r in db.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return [str(exc)]
+        raise
+    return [] if found == ["ok"] else found
 
 
 def now_iso() -> str:
@@ -195,15 +259,41 @@ class Decision:
 
 
 class Ledger:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        """Open (and create, migrate and check) the ledger; `read_only`: as it is, never written."""
         self.path = path
-        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            if read_only:
+                self.db = connect_ro(path)
+                self.db.row_factory = sqlite3.Row
+                self._readable_as_is()
+                return
+            self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if str(path) != ":memory:":
+                found = [str(r[0]) for r in self.db.execute("PRAGMA quick_check")]
+                if found != ["ok"]:
+                    self.db.close()
+                    raise damaged(path, "; ".join(found[:3]))
+            self.db.executescript(SCHEMA)
+            self._migrate()
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise damaged(path, exc) from None
+            raise
+
+    def _readable_as_is(self) -> None:
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(frames)")}
+        if not columns:
+            raise BlankfilterError(f"{self.path} holds no ledger (no frames table)")
+        if not {"context_score", "context_state"} <= columns:
+            raise BlankfilterError(
+                f"the ledger {self.path} is of an older version (schema 1): it needs `blankfilter run` once to "
+                "upgrade it; this command only reads, so it leaves it as it is"
+            )
 
     def _migrate(self) -> None:
         """Version 1 ledgers (before camera context) gain the context columns; nothing else changes."""
@@ -333,6 +423,22 @@ class Ledger:
                     (event.event_id, event.payload, at),
                 )
         return ids
+
+    def add_recovered(self, rows: Iterable[tuple[str, str, str, int, float, Action]]) -> int:
+        """`ledger recover`: (inbox path, dest, sha256, size, mtime, action) of files found in the
+        store, recorded done with decision 'recovered' (module docstring). Returns rows added."""
+        at, added = now_iso(), 0
+        with self.transaction() as db:
+            for path, dest, sha, size, mtime, action in rows:
+                captured = datetime.fromtimestamp(mtime, UTC).isoformat()
+                added += db.execute(
+                    "INSERT OR IGNORE INTO frames (path, sha256, size, captured_at, captured_ts, time_source, decision,"
+                    " action, dest, state, model, model_version, seen_at, decided_at, done_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'mtime', ?, ?, ?, ?, ?, '', ?, ?, ?)",
+                    (name_to_db(path), sha, size, captured, mtime, RECOVERED, action, name_to_db(dest), State.DONE,
+                     RECOVERED, at, at, at),
+                ).rowcount  # fmt: skip
+        return added
 
     def done(
         self, frame_id: int, action: Action | None = None, dest: str | None = None, error: str | None = None
@@ -490,6 +596,11 @@ class Ledger:
             "days": [tuple(r) for r in days],
             "recent_errors": [(printable(name_from_db(r[0]) or ""), r[1]) for r in errors],
         }
+
+
+for _name, _method in list(vars(Ledger).items()):
+    if callable(_method) and not _name.startswith("_") and _name not in ("transaction", "close"):
+        setattr(Ledger, _name, _guarded(_method))
 
 
 def _row(row: sqlite3.Row) -> FrameRow:

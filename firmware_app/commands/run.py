@@ -11,12 +11,13 @@ from firmware_app import __version__
 from firmware_app.commands.common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
+    EXIT_USAGE,
     add_common,
     config_from_args,
     setup_logging,
     stop_on_signals,
 )
-from firmware_app.errors import LedgerUnavailable
+from firmware_app.errors import LedgerDamaged, LedgerUnavailable
 from firmware_app.ledger import Ledger
 
 log = logging.getLogger("blankfilter")
@@ -38,6 +39,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.log.level)
     try:
         trap = build_trap(config, once=args.once, dry_run=args.dry_run, max_bursts=args.bursts)
+    except LedgerDamaged as exc:  # waiting does not mend it: exit 2, which systemd does not restart
+        log.error("%s", exc)
+        return EXIT_USAGE
     except LedgerUnavailable as exc:  # a full or read-only card: no ledger, so nothing may move
         log.error("%s", exc)
         return EXIT_INCOMPLETE
@@ -60,6 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     publisher = None if args.dry_run else start_publisher(config, trap)
     try:
         summary = trap.loop.run()
+    except LedgerDamaged as exc:  # `--once` (a daemon backs off instead, touching nothing)
+        log.error("%s", exc)
+        return EXIT_USAGE
     except LedgerUnavailable as exc:
         log.error("%s", exc)
         return EXIT_INCOMPLETE
@@ -89,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def note_outbox(ledger: Ledger, broker: bool) -> None:
     try:
         depth, oldest = ledger.outbox_state()
-    except sqlite3.Error:
+    except (sqlite3.Error, LedgerUnavailable):
         return
     if depth:
         when = "when the broker is reachable" if broker else "once mqtt.host is set"

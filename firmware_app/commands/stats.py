@@ -40,9 +40,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         raise ConfigError(f"no ledger at {config.ledger_path} yet: `blankfilter run` creates it (store.root)")
     from firmware_app.context.bank import freshness
 
-    ledger = Ledger(config.ledger_path)
-    stats = ledger.stats()
-    ledger.close()
+    ledger = Ledger(config.ledger_path, read_only=True)  # only reads: works on a full card, migrates nothing
+    try:
+        stats = ledger.stats()
+    finally:
+        ledger.close()
     stats["references"] = freshness(config.bank_path)
     if args.json:
         print(json.dumps(stats, indent=2, default=str))

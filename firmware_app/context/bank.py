@@ -21,7 +21,7 @@ import numpy as np
 
 from firmware_app.context.score import Baseline, baseline
 from firmware_app.errors import BlankfilterError
-from firmware_app.sqlite_tx import immediate
+from firmware_app.sqlite_tx import connect_ro, immediate
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def freshness(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        db = connect_ro(path, timeout=5)  # works on a full card too
         try:
             rows = db.execute(
                 "SELECT camera, mode, COUNT(*), SUM(origin = 'manual'), SUM(origin = 'capture'), SUM(origin = 'auto'),"
