@@ -231,8 +231,24 @@ def test_stats_never_upgrades_an_old_ledger_and_says_run_does(
     columns = {r[1] for r in con.execute("PRAGMA table_info(frames)")}
     con.close()
     assert "context_state" not in columns, "stats migrated the ledger"
-    if done.returncode != 0:
-        assert done.returncode == 2 and "blankfilter run" in done.stderr, outcome(done)
+    assert done.returncode == 2 and str(db) in done.stderr and "`blankfilter run` once" in done.stderr, outcome(done)
+
+
+def test_ledger_recover_on_a_full_card_changes_nothing_and_says_so(
+    tmp_path: Path, make_inbox: MakeInbox, tmpfs: Tmpfs, run_cli: RunCli, store_args: StoreArgs
+) -> None:
+    store = tmpfs("store", size="2m")
+    processed_store(tmp_path, make_inbox, run_cli, store_args)
+    db = damaged(store, "page")
+    before = db.read_bytes()
+    fill(store)
+
+    done = run_cli("ledger", "recover", "--set", f"store.root={store}")
+
+    assert done.returncode != 0 and "Traceback" not in done.stderr, outcome(done)
+    assert "nothing was changed" in done.stderr and str(db) in done.stderr, outcome(done)
+    assert db.read_bytes() == before
+    assert not [p for p in store.iterdir() if ".damaged-" in p.name or ".recovering" in p.name]
 
 
 # -- ledger check / recover ------------------------------------------------------------------------

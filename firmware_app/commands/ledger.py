@@ -3,10 +3,11 @@
 blankfilter ledger check [--quick]   SQLite's integrity_check (quick_check) of the ledger, read-only
 blankfilter ledger recover [--force] set a damaged ledger aside and rebuild one from the store
 
-`recover` (stop the trap first) renames ledger.db, with its -wal and -shm, to
-ledger.db.damaged-<UTC time>[-wal|-shm], then records every file already in kept/, audit/,
-quarantine/ and blank/ in a fresh ledger with its sha256 (decision 'recovered', see `ledger.py`), so
-none is judged again; frames still in the inbox are judged as new by the next `run`. Nothing is
+`recover` (stop the trap first) records every file already in kept/, audit/, quarantine/ and
+blank/ in a fresh ledger with its sha256 (decision 'recovered', see `ledger.py`), so none is judged
+again; it builds it as ledger.db.recovering (a full card fails there, with nothing changed), then
+renames ledger.db, with its -wal and -shm, to ledger.db.damaged-<UTC time>[-wal|-shm] and puts the
+new one in its place. Frames still in the inbox are judged as new by the next `run`. Nothing is
 deleted, and a sound ledger is left alone unless --force is given.
 """
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from firmware_app.actions import Action
 from firmware_app.commands.common import EXIT_OK, add_common, config_from_args
-from firmware_app.errors import ConfigError
+from firmware_app.errors import ConfigError, LedgerUnavailable
 
 # one action per store folder (kept/ also holds failed_kept frames: 'kept' stands for both)
 FOLDER_ACTIONS = (
@@ -105,6 +107,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
     if path.is_file() and not args.force and not check(path):
         print(f"{path}: ok (integrity_check): nothing to recover; --force rebuilds it anyway")
         return EXIT_OK
+    files = store_files(root)
+    fresh = Path(f"{path}.recovering")  # built beside it first: a full card fails here, before anything moved
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{fresh}{suffix}").unlink(missing_ok=True)  # an earlier attempt that failed part-way
+    try:
+        ledger = Ledger(fresh)
+        try:
+            added = ledger.add_recovered(files)
+        finally:
+            ledger.close()
+    except (sqlite3.Error, LedgerUnavailable) as exc:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+        raise LedgerUnavailable(
+            f"cannot write a new ledger beside {path} ({exc}): nothing was changed. Free space on the card "
+            "or fix its permissions, then run `blankfilter ledger recover` again."
+        ) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for suffix in ("", "-wal", "-shm"):
         src = Path(f"{path}{suffix}")
@@ -112,13 +131,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             aside = Path(f"{path}.damaged-{stamp}{suffix}")
             os.rename(src, aside)
             print(f"{src} set aside as {aside}")
+    os.rename(fresh, path)
     fsync_dir(path.parent)
-    files = store_files(root)
-    ledger = Ledger(path)
-    try:
-        added = ledger.add_recovered(files)
-    finally:
-        ledger.close()
     counts = {folder: sum(1 for f in files if f[1].startswith(f"{folder}/")) for folder, _ in FOLDER_ACTIONS}
     summary = ", ".join(f"{folder}/ {n}" for folder, n in counts.items() if n) or "no files"
     print(f"{path}: a new ledger with {added} frame(s) found in the store ({summary}), marked 'recovered'")
