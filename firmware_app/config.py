@@ -227,7 +227,8 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
             if not isinstance(keys, dict):
                 raise ConfigError(f"{path}: '{section}' must be a [section] table, got {keys!r}")
             for key, value in keys.items():
-                if isinstance(value, str) and _is_path_field(section, key) and value:
+                # A NUL cannot be in a path (the OS refuses it): left as it is, validation names the key.
+                if isinstance(value, str) and _is_path_field(section, key) and value and "\x00" not in value:
                     value = str((path.parent / value).resolve()) if not Path(value).is_absolute() else value
                 tree.setdefault(section, {})[key] = (value, str(path))
     for item in overrides or []:
@@ -327,6 +328,8 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
             raise bad("must be a non-empty path")
         if len(value) > info["max_len"]:
             raise bad(f"must be at most {info['max_len']} characters")
+        if "\x00" in value:
+            raise bad("must not contain a NUL character (no file name can)")
         return Path(value)
     if hint == list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -343,6 +346,8 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
         raise bad("must be a string")
     if len(value) > info["max_len"]:
         raise bad(f"must be at most {info['max_len']} characters")
+    if "\x00" in value:  # paths kept as strings (context.extractor, camera.motion_mask), ids, topics
+        raise bad("must not contain a NUL character")
     if info["choices"] and value not in info["choices"]:
         raise bad(f"must be one of {', '.join(info['choices'])}")
     return value
