@@ -5,7 +5,8 @@
 CI runs each property on a small, fixed set of examples (derandomised) so it stays fast and the same
 every run. This runs the very same checks and strategies with random seeds, in batches, until either
 `--examples` examples in all or `--seconds` have gone by, sharing the time between the properties by
-their cost (the end-to-end folder run gets a fixed share of the time, not of the examples). A failing
+their cost (the end-to-end folder run and the kill -9 run of the daemon each get a fixed share of the
+time, not of the examples; a kill9 example is a second or so of daemon starts, kills and waits). A failing
 property prints hypothesis's minimal example and its `@reproduce_failure` line; the soak goes on with
 the others and exits 1. Needs hypothesis (the dev extra).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 # examples per batch: a batch of each property takes about a second or two on a laptop core
-BATCH = {"config": 300, "cutoff": 600, "jpeg": 200, "folder": 20}
+BATCH = {"config": 300, "cutoff": 600, "jpeg": 200, "folder": 20, "kill9": 3}
 
 
 def main(argv: list[str] | None = None) -> int:

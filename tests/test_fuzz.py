@@ -1,5 +1,6 @@
-"""Property-based tests: hostile config values, MQTT cutoff payloads, damaged JPEGs and odd inbox
-files, each followed by the invariants the README promises.
+"""Property-based tests: hostile config values, MQTT cutoff payloads, damaged JPEGs, odd inbox
+files and `kill -9` of the daemon at random moments while frames arrive and uploads stall, each
+followed by the invariants the README promises.
 
 CI runs a fixed, small budget (derandomised: the same examples every run, no example database);
 `bench/fuzz_soak.py` runs the same properties with random seeds and a large budget. Each property is
@@ -8,13 +9,18 @@ a plain callable (no pytest fixtures), so the soak can re-run it with other sett
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
@@ -27,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin
 hypothesis = pytest.importorskip("hypothesis", reason="the fuzz suite needs hypothesis (the dev extra)")
 
 from camera_jpegs import VARIANTS, segment  # noqa: E402
-from conftest import FRAMES, TESTS  # noqa: E402
+from conftest import FRAMES, TESTS, cli_env  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -540,3 +546,214 @@ def prop_folder_trap(files: list[tuple[bytes, bytes, float]]) -> None:
 
 def test_folder_trap_end_to_end() -> None:
     prop_folder_trap()
+
+
+# -- 5. kill -9 at random moments, with frames arriving and uploads stalling ------------------------
+DAEMON_SETS = ["source.settle_s=0", "source.watch=poll", "source.poll_s=0.1", "store.min_free_mb=0",
+               "store.audit_rate=0", "store.discard=delete", f"model.cutoff={CUTOFF}",
+               "context.enabled=false"]  # fmt: skip
+STEP_TIMEOUT = 60.0  # no wait of the property is unbounded: start-up, a kill, the final run
+
+
+# when a kill lands: at once (start-up and recovery too), once the model is loaded, or once the
+# daemon has recorded a row for a file waiting in the inbox (scoring, the ledger being written), or
+# (bursts closing: a short gap) once it has decided one more frame (its move or delete just done)
+kill_modes = st.sampled_from(["now", "started", "scored", "decided"])
+
+
+@st.composite
+def kill_schedule(draw: st.DrawFn) -> tuple[float, list[tuple[Any, ...]]]:
+    """(decision.burst_gap_s, steps). Steps: ("drop", fixture), ("stall", fixture, fraction written),
+    ("finish", which open stall), ("wait", ms) and ("kill", when); at least one kill, and frames.
+
+    With the default 10 s gap no burst closes in the daemon while the steps run: kills land in
+    start-up, recovery, scanning, scoring and the writing of rows, and a stalled upload's first row is
+    superseded. With a 0.3 s gap bursts close and kills land in decisions, moves and deletes too; a
+    stalled upload is then a plain drop (a burst that closed on a half file keeps it, by design)."""
+    step = st.one_of(
+        st.tuples(st.just("drop"), st.sampled_from(FIXTURES)),
+        st.tuples(st.just("stall"), st.sampled_from(FIXTURES), st.sampled_from([0.1, 0.5, 0.9])),
+        st.tuples(st.just("finish"), st.integers(0, 3)),
+        st.tuples(st.just("wait"), st.integers(10, 300)),
+        st.tuples(st.just("kill"), kill_modes),
+    )
+    steps = draw(st.lists(step, min_size=2, max_size=14))
+    where = draw(st.integers(0, len(steps)))
+    steps = [("drop", draw(st.sampled_from(FIXTURES))), *steps[:where], ("kill", draw(kill_modes)), *steps[where:]]
+    gap = draw(st.sampled_from([10.0, 0.3]))
+    if gap < 1:
+        steps = [("drop", s[1]) if s[0] == "stall" else s for s in steps]
+    return gap, steps
+
+
+def start_daemon(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "firmware_app", *args], stdout=subprocess.DEVNULL,
+                                stderr=err, env=cli_env(), start_new_session=True)  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the daemon and anything it started (its own session); bounded."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=STEP_TIMEOUT)
+
+
+def wait_for_log(proc: subprocess.Popen[bytes], log: Path, text: str) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"the daemon exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+        assert time.monotonic() < deadline, f"no {text!r} from the daemon in {STEP_TIMEOUT:.0f} s"
+        time.sleep(0.01)  # let the daemon start
+
+
+def ledger_rows(root: Path) -> list[dict[str, Any]]:
+    """The frame rows, read while the daemon may be writing them (none before it made its tables)."""
+    try:
+        return db_rows(root, "frames")
+    except sqlite3.Error:
+        return []
+
+
+def waiting(inbox: Path, root: Path) -> bool:
+    """Whether a file in the inbox has bytes the ledger has no row for (the daemon will score it)."""
+    known = {(r["path"], r["sha256"]) for r in ledger_rows(root)}
+    for path in inbox.rglob("*"):
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):  # a folder, or moved away by the daemon meanwhile
+            continue
+        if (path.relative_to(inbox).as_posix(), sha(data)) not in known:
+            return True
+    return False
+
+
+def decided(rows: list[dict[str, Any]]) -> int:
+    return sum(r["state"] == "done" for r in rows)
+
+
+def wait_for_row(proc: subprocess.Popen[bytes], root: Path, count: Callable[[list[dict[str, Any]]], int],
+                 before: int) -> None:  # fmt: skip
+    """Until count(rows) grows past `before`: the daemon recorded (or decided) one more frame."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while count(ledger_rows(root)) <= before:
+        assert proc.poll() is None, f"the daemon exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"the daemon recorded no new row in {STEP_TIMEOUT:.0f} s"
+        time.sleep(0.01)  # let the daemon work
+
+
+def undecided(root: Path) -> bool:
+    """Whether the ledger has a row not yet done (read while the daemon may be writing it)."""
+    return any(r["state"] != "done" for r in ledger_rows(root))
+
+
+def check_kill_9(burst_gap: float, schedule: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        inbox, root, log = tmp / "inbox", tmp / "store", tmp / "daemon-0.log"
+        for cam in ("cam1", "cam2"):
+            (inbox / cam).mkdir(parents=True)
+        args = ["--model", str(SHIPPED), "--set", f"source.inbox={inbox}", "--set", f"store.root={root}"]
+        for s in [*DAEMON_SETS, f"decision.burst_gap_s={burst_gap}"]:
+            args += ["--set", s]
+        finals: dict[str, bytes] = {}  # inbox-relative path -> the bytes it ends with
+        stalled: list[tuple[Path, bytes, int]] = []  # (path, full bytes, bytes written so far)
+        kills = 0
+        proc = start_daemon(["run", *args], log)
+        try:
+            for number, step in enumerate(schedule):
+                rel = f"cam{number % 2 + 1}/F{number:03d}.JPG"
+                if step[0] == "drop":
+                    finals[rel] = fixture_bytes(step[1])
+                    (inbox / rel).write_bytes(finals[rel])
+                elif step[0] == "stall":
+                    finals[rel] = fixture_bytes(step[1])
+                    part = max(1, int(len(finals[rel]) * step[2]))
+                    (inbox / rel).write_bytes(finals[rel][:part])  # the upload stalls here
+                    stalled.append((inbox / rel, finals[rel], part))
+                elif step[0] == "finish" and stalled:
+                    path, full, part = stalled.pop(step[1] % len(stalled))
+                    with path.open("ab") as fh:  # the upload resumes where it stopped
+                        fh.write(full[part:])
+                elif step[0] == "wait":
+                    time.sleep(step[1] / 1000)  # let the daemon work
+                elif step[0] == "kill":
+                    if step[1] != "now":
+                        wait_for_log(proc, log, "cutoff")  # the kill lands in the work, not in start-up
+                    if step[1] == "scored" and waiting(inbox, root):
+                        wait_for_row(proc, root, lambda rows: len(rows), len(ledger_rows(root)))
+                    if step[1] == "decided" and burst_gap < 1 and (waiting(inbox, root) or undecided(root)):
+                        wait_for_row(proc, root, decided, decided(ledger_rows(root)))
+                    in_flight = undecided(root)
+                    kill_group(proc)
+                    hypothesis.event(f"killed with {'undecided rows' if in_flight else 'no undecided row'}")
+                    if any(r["state"] == "done" for r in ledger_rows(root)):
+                        hypothesis.event("killed after a burst was decided")
+                    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")
+                    kills += 1
+                    log = tmp / f"daemon-{kills}.log"  # its own log: "cutoff" is this start's line
+                    proc = start_daemon(["run", *args], log)
+            assert proc.poll() is None, f"the daemon exited by itself:\n{log.read_text(errors='replace')}"
+        finally:
+            kill_group(proc)
+        hypothesis.event(f"kills {kills}")
+        for path, full, part in stalled:
+            with path.open("ab") as fh:
+                fh.write(full[part:])
+        done = subprocess.run([sys.executable, "-m", "firmware_app", "run", "--once", *args], capture_output=True,
+                              text=True, timeout=STEP_TIMEOUT, env=cli_env(), check=False)  # fmt: skip
+        assert done.returncode == 0, f"the final run --once: rc {done.returncode}\n{done.stderr}"
+        check_after_kills(inbox, root, finals)
+
+
+def check_after_kills(inbox: Path, root: Path, finals: dict[str, bytes]) -> None:
+    left = sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*") if p.is_file())
+    assert not left, f"frames left in the inbox after the final run: {left}"
+    rows = db_rows(root, "frames")
+    assert all(r["state"] == "done" for r in rows), [r for r in rows if r["state"] != "done"]
+    for action in sorted({r["action"] for r in rows}):
+        hypothesis.event(f"action {action}")
+    live = [r for r in rows if r["action"] != "superseded"]
+    by_path = Counter(r["path"] for r in live)
+    assert set(by_path) == set(finals), f"rows for {sorted(set(by_path) - set(finals))}, none for " + str(
+        sorted(set(finals) - set(by_path))
+    )
+    assert all(n == 1 for n in by_path.values()), f"more than one live row for a file: {by_path}"
+    stored = set()
+    for row in live:
+        full = finals[row["path"]]
+        assert row["sha256"] == sha(full), f"{row['path']}: judged on other bytes than it ended with: {row}"
+        if row["action"] == "deleted":
+            assert row["decision"] == "blank" and row["score"] is not None and row["score"] < CUTOFF, row
+            assert blank_on_full_bytes(full), f"{row['path']} deleted, but its full bytes do not score blank"
+        else:
+            assert row["action"] in STORED and row["dest"], row
+            assert (root / row["dest"]).is_file(), f"{row['path']} was {row['action']} as {row['dest']}, not there"
+            assert (root / row["dest"]).read_bytes() == full, f"{row['dest']} holds other bytes than {row['path']}"
+            stored.add(row["dest"])
+    in_store = {p.relative_to(root).as_posix() for d in ("kept", "audit", "quarantine", "blank")
+                for p in (root / d).rglob("*") if p.is_file()}  # fmt: skip
+    assert in_store == stored, f"store files no live row names: {sorted(in_store - stored)}"
+
+    bursts: dict[str, set[str]] = {}
+    for row in live:
+        bursts.setdefault(row["burst"], set()).add(row["action"])
+    kept_bursts = {b for b, actions in bursts.items() if actions & KEPT}
+    events = [json.loads(r["payload"]) for r in db_rows(root, "outbox")]
+    assert sorted(e["burst"] for e in events) == sorted(kept_bursts), "not one event per kept burst"
+    for event in events:
+        for frame in event["frames"]:
+            path = root / frame["file"]
+            assert path.is_file(), f"the event names {frame['file']}, which does not exist"
+            assert sha(path.read_bytes()) == frame["sha256"], f"{frame['file']} holds other bytes than its event says"
+
+
+@prop("kill9", 20, schedule=kill_schedule())
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(schedule: tuple[float, list[tuple[Any, ...]]]) -> None:
+    """A real `run` daemon on a real inbox, SIGKILLed and restarted at drawn moments while complete
+    frames arrive and uploads stall and resume; after the last uploads finish and a final run --once:
+    every file kept with its bytes or deleted as blank on its full bytes, one live row each, nothing
+    undecided, nothing stored twice, one event per kept burst naming files that exist."""
+    hypothesis.event(f"burst gap {schedule[0]} s")
+    check_kill_9(*schedule)
