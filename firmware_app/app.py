@@ -244,7 +244,7 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
         cutoff=lambda: float(judge.cutoff),
         set_cutoff=judge.set_cutoff if config.mqtt.remote_cutoff else None,
     )
-    publisher = Publisher(config, hooks)
+    publisher = Publisher(config, hooks, ledger_checked=not trap.dry_run)  # a dry run's ledger is in memory
     publisher.on_failure = trap.loop.stop  # a publisher that gave up ends the run: `run` exits 1, systemd restarts
     publisher.start()
     trap.loop.on_event = publisher.wake

@@ -148,19 +148,24 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def problems(db: sqlite3.Connection, quick: bool = False) -> list[str]:
+    """What SQLite's integrity_check (or quick_check) finds in an open ledger: [] when it is sound."""
+    found = [str(r[0]) for r in db.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}")]
+    return [] if found == ["ok"] else found
+
+
 def check(path: Path | str, quick: bool = False) -> list[str]:
-    """SQLite's integrity_check (or quick_check) of a ledger, read-only: [] when it is sound."""
+    """`problems` of a ledger file, opened read-only."""
     try:
         db = connect_ro(path)
         try:
-            found = [str(r[0]) for r in db.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}")]
+            return problems(db, quick)
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         if is_damage(exc):
             return [str(exc)]
         raise
-    return [] if found == ["ok"] else found
 
 
 def now_iso() -> str:
@@ -259,8 +264,9 @@ class Decision:
 
 
 class Ledger:
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
-        """Open (and create, migrate and check) the ledger; `read_only`: as it is, never written."""
+    def __init__(self, path: Path | str, read_only: bool = False, verify: bool = True) -> None:
+        """Open (and create, migrate and check) the ledger; `read_only`: as it is, never written;
+        `verify=False`: no quick_check, for a second connection of a process that already made one."""
         self.path = path
         try:
             if read_only:
@@ -272,9 +278,9 @@ class Ledger:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            if str(path) != ":memory:":
-                found = [str(r[0]) for r in self.db.execute("PRAGMA quick_check")]
-                if found != ["ok"]:
+            if verify and str(path) != ":memory:":
+                found = problems(self.db, quick=True)
+                if found:
                     self.db.close()
                     raise damaged(path, "; ".join(found[:3]))
             self.db.executescript(SCHEMA)

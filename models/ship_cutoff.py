@@ -16,11 +16,12 @@ Pi's kernels can cost near it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # convert/ and firmware_app/ of this checkout
 
 
 def logit(p: float) -> float:
@@ -33,8 +34,10 @@ def sigmoid(x: float) -> float:
 
 
 def read(path: Path) -> dict[str, tuple[int, float]]:
-    with path.open() as fh:
-        return {r["path"]: (int(r["label"] != "blank"), float(r["score"])) for r in csv.DictReader(fh) if r["score"]}
+    """Scores in `blankfilter eval --save-scores`'s format: path -> (non-blank, score)."""
+    from convert.scoring import read_scores
+
+    return {f.path: (f.y, f.score) for f in read_scores(path) if f.score is not None}
 
 
 def near_cutoff(float_scores: dict[str, tuple[int, float]], cutoff: float) -> list[str]:
@@ -43,7 +46,6 @@ def near_cutoff(float_scores: dict[str, tuple[int, float]], cutoff: float) -> li
 
 def int8_scores(model: Path, paths: list[str], labels: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
     """The shipped .tflite's scores, decoded and preprocessed as the trap does, on the reference kernels."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from firmware_app.classifiers import load_classifier
     from firmware_app.imaging import ImagingSettings, prepare_jpeg
 

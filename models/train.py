@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
@@ -88,8 +89,6 @@ def variants_of(
     out: list = [("plain", as_input(plain), frame.label, None, frame.boxes, (0.0, 0.0, 1.0))]
     source = cached
     if frame.label == 0 and rng.random() < 0.35:
-        from PIL import Image
-
         canvas = Image.fromarray(cached.copy())
         draw_info_bar(canvas, rng, bottom=bool(rng.random() < 0.7))
         source = np.asarray(canvas)
@@ -215,14 +214,20 @@ def safe_cutoff(burst_scores: list[float]) -> float:
     return ranked[math.floor((1 - TARGET_BURST_RECALL) * len(ranked) + 1e-9)]
 
 
-def group_metrics(rows: list[dict[str, object]], cutoff: float) -> dict[str, object]:
-    """AUC and TNR over frames, recall over bursts and frames, at this cutoff."""
-    pos = np.array([r["score"] for r in rows if r["label"]], float)
-    neg = np.array([r["score"] for r in rows if not r["label"]], float)
+def best_per_animal_burst(rows: list[dict[str, object]]) -> dict[str, float]:
+    """Each animal burst's best frame score: the trap keeps a burst when that reaches the cutoff."""
     bursts: dict[str, float] = {}
     for r in rows:
         if r["label"]:
             bursts[str(r["burst"])] = max(bursts.get(str(r["burst"]), 0.0), float(r["score"]))  # type: ignore[arg-type]
+    return bursts
+
+
+def group_metrics(rows: list[dict[str, object]], cutoff: float) -> dict[str, object]:
+    """AUC and TNR over frames, recall over bursts and frames, at this cutoff."""
+    pos = np.array([r["score"] for r in rows if r["label"]], float)
+    neg = np.array([r["score"] for r in rows if not r["label"]], float)
+    bursts = best_per_animal_burst(rows)
     kept = sum(s >= cutoff for s in bursts.values())
     out: dict[str, object] = {
         "frames": len(rows), "animal_frames": len(pos), "blank_frames": len(neg), "animal_bursts": len(bursts),
@@ -242,10 +247,7 @@ def lolo_summary(rows: list[dict[str, object]]) -> dict[str, object]:
     groups = sorted({str(r["group"]) for r in rows})
     safe: dict[str, float] = {}
     for g in groups:
-        bursts: dict[str, float] = {}
-        for r in rows:
-            if r["group"] == g and r["label"] and r["trainable"]:
-                bursts[str(r["burst"])] = max(bursts.get(str(r["burst"]), 0.0), float(r["score"]))  # type: ignore[arg-type]
+        bursts = best_per_animal_burst([r for r in rows if r["group"] == g and r["trainable"]])
         if bursts:
             safe[g] = safe_cutoff(list(bursts.values()))
     per_group = {}
@@ -254,13 +256,12 @@ def lolo_summary(rows: list[dict[str, object]]) -> dict[str, object]:
         chooser = min(others, key=others.get)  # type: ignore[arg-type]
         per_group[g] = {"cutoff": others[chooser], "chosen_by": chooser,
                         **group_metrics([r for r in rows if r["group"] == g], others[chooser])}  # fmt: skip
-    held = [r for r in rows]  # every frame was scored by a model that never saw its group
     pooled = {
         "animal_bursts": sum(m["animal_bursts"] for m in per_group.values()),  # type: ignore[misc]
         "animal_bursts_kept": sum(m["animal_bursts_kept"] for m in per_group.values()),  # type: ignore[misc]
         "blank_frames": sum(m["blank_frames"] for m in per_group.values()),  # type: ignore[misc]
         "blank_frames_discarded": sum(m["blank_frames_discarded"] for m in per_group.values()),  # type: ignore[misc]
-        "auc": group_metrics(held, 0.5)["auc"],
+        "auc": group_metrics(rows, 0.5)["auc"],  # every frame was scored by a model that never saw its group
     }
     shipping = min(safe.values())
     return {"target_burst_recall": TARGET_BURST_RECALL, "safe_cutoff_per_group": safe,

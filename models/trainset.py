@@ -18,7 +18,6 @@ Every variant remembers where its animal came from, so a fold never trains on it
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from dataclasses import dataclass
@@ -31,6 +30,9 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "models"))
+
+from evaluation_labels import rows as read_rows  # noqa: E402  (uncertain.csv rows left out)
 
 from firmware_app.imaging import ImagingSettings, prepare_jpeg  # noqa: E402
 from firmware_app.modelcard import InputSpec  # noqa: E402
@@ -62,15 +64,6 @@ def group_of(folder: str, row: dict[str, str]) -> str:
         return "samples"
     return {"wellington_sequences": "wellington", "owl_burrows": "owl", "jaguar_film": "jaguar",
             "serengeti_samples": "serengeti"}[folder]  # fmt: skip
-
-
-def read_rows(folder: Path) -> list[dict[str, str]]:
-    uncertain = set()
-    if (folder / "uncertain.csv").exists():
-        with (folder / "uncertain.csv").open() as fh:
-            uncertain = {r["path"] for r in csv.DictReader(fh)}
-    with (folder / "labels.csv").open() as fh:
-        return [r for r in csv.DictReader(fh) if r["path"] not in uncertain]
 
 
 def boxes_of(path: Path) -> tuple[Box, ...] | None:

@@ -72,6 +72,35 @@ def make_frames(tmp_path: Path) -> tuple[Path, Path, Path]:
     return inbox, tmp_path / "frames.csv", refs_dir / "refs.csv"
 
 
+def trap_args(inbox: Path, store: Path) -> list[str]:
+    return ["--set", f"source.inbox={inbox}", "--set", f"store.root={store}", "--set", "store.min_free_mb=0",
+            "--set", "context.topup_spacing_s=0", "--set", "source.settle_s=0"]  # fmt: skip
+
+
+def ledger_decisions(store: Path) -> dict[str, tuple[str, float, float | None, str | None]]:
+    """What `run` recorded per frame: decision, score, context score and state."""
+    db = sqlite3.connect(store / "ledger.db")
+    ran = {p: (d, s, cs, st) for p, d, s, cs, st in
+           db.execute("SELECT path, decision, score, context_score, context_state FROM frames")}  # fmt: skip
+    db.close()
+    return ran
+
+
+def assert_same_decisions(ran: dict[str, tuple[str, float, float | None, str | None]],
+                          replayed: dict[str, dict[str, str]]) -> set[str | None]:  # fmt: skip
+    """The trap's and the replay's decision, context state and scores agree frame for frame; returns
+    the context states seen."""
+    states = set()
+    for path, (decision, score, context_score, state) in ran.items():
+        r = replayed[path]
+        assert (decision, state or "") == (r["decision"], r["context_state"]), path
+        assert abs(score - float(r["score"])) < 1e-6, path
+        if context_score is not None or r["context_score"]:
+            assert context_score is not None and abs(context_score - float(r["context_score"])) < 1e-5, path
+        states.add(state)
+    return states
+
+
 def test_eval_context_replay_and_run_decide_every_frame_identically(tmp_path: Path, run_cli: RunCli) -> None:
     inbox, frames_csv, refs_csv = make_frames(tmp_path)
     decisions = tmp_path / "replay.csv"
@@ -81,26 +110,14 @@ def test_eval_context_replay_and_run_decide_every_frame_identically(tmp_path: Pa
         replayed = {Path(r["path"]).relative_to(inbox).as_posix(): r for r in csv.DictReader(fh)}
 
     store = tmp_path / "store"
-    common = ["--set", f"source.inbox={inbox}", "--set", f"store.root={store}", "--set", "store.min_free_mb=0",
-              "--set", "context.topup_spacing_s=0", "--set", "source.settle_s=0"]  # fmt: skip
+    common = trap_args(inbox, store)
     for camera in CAMERAS:
         refs = sorted((refs_csv.parent / camera).glob("*.jpg"))
         run_cli("reference", "add", *refs, "--camera", camera, *common, check_rc=0)
     run_cli("run", "--once", *common, check_rc=0)
-    db = sqlite3.connect(store / "ledger.db")
-    ran = {p: (d, s, cs, st) for p, d, s, cs, st in
-           db.execute("SELECT path, decision, score, context_score, context_state FROM frames")}  # fmt: skip
-    db.close()
-
+    ran = ledger_decisions(store)
     assert set(ran) == set(replayed) and len(ran) == 10
-    states = set()
-    for path, (decision, score, context_score, state) in ran.items():
-        r = replayed[path]
-        assert (decision, state or "") == (r["decision"], r["context_state"]), path
-        assert abs(score - float(r["score"])) < 1e-6, path
-        if context_score is not None or r["context_score"]:
-            assert abs(context_score - float(r["context_score"])) < 1e-5, path
-        states.add(state)
+    states = assert_same_decisions(ran, replayed)
     # The comparison means something only if context actually judged frames here.
     assert "matched" in states, states
     assert {d for d, *_ in ran.values()} == {"blank", "nonblank"}
@@ -175,21 +192,11 @@ def test_deployment_replay_and_run_with_the_same_references_decide_every_frame_i
         for path in members:
             (inbox / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / path, inbox / path)
-        common = ["--set", f"source.inbox={inbox}", "--set", f"store.root={store}", "--set", "store.min_free_mb=0",
-                  "--set", "context.topup_spacing_s=0", "--set", "source.settle_s=0"]  # fmt: skip
+        common = trap_args(inbox, store)
         run_cli("reference", "add", *refs, "--camera", camera, *common, check_rc=0)
         run_cli("run", "--once", *common, check_rc=0)
-        db = sqlite3.connect(store / "ledger.db")
-        ran = {p: (d, s, cs, st) for p, d, s, cs, st in
-               db.execute("SELECT path, decision, score, context_score, context_state FROM frames")}  # fmt: skip
-        db.close()
+        ran = ledger_decisions(store)
         assert sorted(ran) == members
-        for path, (decision, score, context_score, state) in ran.items():
-            r = replayed[path]
-            assert (decision, state or "") == (r["decision"], r["context_state"]), path
-            assert abs(score - float(r["score"])) < 1e-6, path
-            if context_score is not None or r["context_score"]:
-                assert abs(context_score - float(r["context_score"])) < 1e-5, path
-            states.add(state)
+        states |= assert_same_decisions(ran, replayed)
     # The comparison means something only if context actually judged frames here.
     assert "matched" in states, states

@@ -111,8 +111,13 @@ class Hooks:
 
 
 class Publisher:
-    def __init__(self, config: Config, hooks: Hooks, started_at: float | None = None) -> None:
+    def __init__(
+        self, config: Config, hooks: Hooks, started_at: float | None = None, ledger_checked: bool = False
+    ) -> None:
+        """`ledger_checked`: the trap already opened (and integrity-checked) this ledger, so the
+        publisher's own connection skips the check (it reads the whole file on a big ledger)."""
         self.config, self.m, self.hooks = config, config.mqtt, hooks
+        self.ledger_checked = ledger_checked
         self.topics = Topics(self.m.topic_prefix, config.trap.id)
         self.started_at = started_at or time.time()
         self.password = read_password(self.m)  # a bad file fails now, at start-up
@@ -160,7 +165,7 @@ class Publisher:
         """Sessions until stopped: one that fails unexpectedly is restarted with a fresh client; after
         RESTART_LIMIT failures in a row (or if the thread cannot even start) the trap is told."""
         try:
-            ledger = self._ledger = Ledger(self.config.ledger_path)
+            ledger = self._ledger = Ledger(self.config.ledger_path, verify=not self.ledger_checked)
         except Exception as exc:  # whatever it is, the trap must hear of it
             self._give_up(f"cannot open the ledger: {type(exc).__name__}: {exc}")
             return
