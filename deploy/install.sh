@@ -386,7 +386,11 @@ Check it works:
   systemctl status blankfilter                      # active (running); watchdog and restarts
   sudo -u blankfilter blankfilter stats             # frames per day, blank ratio, errors (run it as $USER_NAME:
                                                     # as root it could leave root-owned ledger files)
-  mosquitto_sub -h BROKER -t 'blankfilter/+/status' -v   # the retained heartbeat (needs mqtt.host set)
+The retained heartbeat, through the broker as deploy/mosquitto/ ships it (TLS on 8883, a user and
+password; a trap's own user may not read it back, so log in as the dashboard user). BROKER is
+mqtt.host, the CA file mqtt.ca_file; the password is asked for (it stays out of the shell history):
+  read -rs -p 'MQTT password of the dashboard user: ' PW; echo
+  mosquitto_sub -h BROKER -p 8883 --cafile $CONF_DIR/broker-ca.crt -u dashboard -P "\$PW" -t 'blankfilter/+/status' -v -C 1 -W 10
 Config: $CONF (then: sudo systemctl restart blankfilter). Frames go into $DATA_DIR/inbox.
 MQTT password: sudo install -m 0600 /dev/stdin $CONF_DIR/mqtt_password   (type it, then Ctrl-D)
 Coral Edge TPU: see deploy/CORAL.md.
