@@ -78,6 +78,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="a trap whose last heartbeat is older is shown as late (default 900 s)",
     )
+    p.add_argument(
+        "--recall-limit",
+        type=float,
+        default=0.05,
+        metavar="SHARE",
+        help="a camera whose 95 %% upper bound on the share of discarded bursts that held an animal passes "
+        "this gets a lower cutoff proposed (default 0.05)",
+    )
+    p.add_argument(
+        "--cutoff-margin",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
+        help="a proposed cutoff sits this share below the lowest missed burst's best score (default 0.1)",
+    )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -118,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("the monitor needs jsonschema: pip install 'blankfilter[dashboard]'") from None
     from dashboard import web
     from dashboard.contracts import SchemaMissing
+    from dashboard.fieldrecall import FieldRecall, Settings
     from dashboard.ingest import Ingestor, Limits
     from dashboard.live import Broadcaster
+    from dashboard.reviews import Reviews
     from dashboard.store import Store
     from dashboard.subscriber import BrokerURLError, Subscriber, parse_broker_url
 
@@ -151,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--ca-file {args.ca_file}: no such file")
     if args.max_payload_kb < 1 or args.max_thumbnail_kb < 1:
         raise UsageError("--max-payload-kb and --max-thumbnail-kb must be at least 1")
+    if not 0 < args.recall_limit < 1 or not 0 <= args.cutoff_margin < 1:
+        raise UsageError("--recall-limit is a share in (0, 1), --cutoff-margin one in [0, 1)")
 
     try:
         store = Store(args.db)
@@ -158,12 +177,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--db {args.db}: {exc}") from None
     hub = Broadcaster()
     try:
-        app = web.App(store, hub, token=token, stale_after_s=args.stale_after)
+        recall = FieldRecall(store, Reviews(store), Settings(args.recall_limit, args.cutoff_margin))
+        app = web.App(store, hub, token=token, stale_after_s=args.stale_after, recall=recall, prefix=args.prefix)
         app.broker = {"url": str(url), "connected": False, "since": None, "why": "connecting"}
         if token is None and loopback:
             app.allowed_hosts = web.loopback_hosts(port)
         limits = Limits(args.max_payload_kb * 1024, args.max_thumbnail_kb * 1024)
-        ingestor = Ingestor(store, hub.publish, args.prefix, limits)
+        ingestor = Ingestor(store, hub.publish, args.prefix, limits, recall)
     except SchemaMissing as exc:
         store.close()
         raise UsageError(f"the trap's schemas are missing: {exc}") from None
@@ -175,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     subscriber = Subscriber(url, ingestor.handle, args.prefix, username=args.username, password=password,
                             ca_file=str(args.ca_file) if args.ca_file else None, client_id=args.client_id,
                             on_state=app.set_broker)  # fmt: skip
+    app.publish = subscriber.publish
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,11 +18,20 @@ from typing import Any
 
 EVENT_SCHEMA_FILE = "event-1.schema.json"
 STATUS_SCHEMA_FILE = "status-1.schema.json"
+AUDIT_SCHEMA_FILE = "audit-1.schema.json"
 DEFAULT_PREFIX = "blankfilter"
-EVENT, STATUS, AVAILABILITY, CONFIG = "event", "status", "availability", "config"
-LEAVES = (EVENT, STATUS, AVAILABILITY, CONFIG)
+EVENT, STATUS, AVAILABILITY, CONFIG, AUDIT = "event", "status", "availability", "config", "audit"
+LEAVES = (EVENT, STATUS, AVAILABILITY, CONFIG, AUDIT)
 TO_TRAP = "set"  # <prefix>/<trap>/set/...: sent *to* a trap (remote cutoff), not from it: ignored
-AVAILABILITY_VALUES = ("online", "offline")
+
+
+def set_cutoff_topic(prefix: str, trap: str, camera: str) -> str:
+    """Where a camera's own cutoff is sent: `<prefix>/<trap>/set/cutoff/<camera>`."""
+    return f"{prefix}/{trap}/{TO_TRAP}/cutoff/{camera}"
+
+
+AVAILABILITY_VALUES = ("online", "offline", "stopped")  # stopped: a clean stop; offline: the last will
+SHOWN_ELSEWHERE = ("thumbnail", "animal")  # raw JPEG and ON/OFF for Home Assistant: the event carries both
 
 
 class SchemaMissing(RuntimeError):

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboard import contracts
+from dashboard.fieldrecall import FieldRecall
 from dashboard.jpeg import jpeg_size
+from dashboard.reviews import Reviews
 from dashboard.store import MALFORMED, THUMBNAIL_DROPPED, Store, now_iso, parse_time
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class Limits:
     max_payload_bytes: int = 512 * 1024
     max_thumbnail_bytes: int = 64 * 1024  # decoded; the trap sends at most mqtt.thumbnail_max_kb (12 KB)
     max_thumbnail_side: int = 1024
+    max_audit_thumbnail_bytes: int = 256 * 1024  # store.audit_thumbnail_px (640) is big enough to spot a mouse
+    max_audit_thumbnail_side: int = 2048
 
 
 class Refused(Exception):
@@ -64,11 +68,14 @@ class Ingestor:
         notify: Notify | None = None,
         prefix: str = contracts.DEFAULT_PREFIX,
         limits: Limits | None = None,
+        field_recall: FieldRecall | None = None,
     ) -> None:
         self.store, self.prefix, self.limits = store, prefix, limits or Limits()
         self.notify: Notify = notify or (lambda _kind, _data: None)
+        self.recall = field_recall or FieldRecall(store, Reviews(store))
         self.event_validator = _validator(contracts.EVENT_SCHEMA_FILE)
         self.status_validator = _validator(contracts.STATUS_SCHEMA_FILE)
+        self.audit_validator = _validator(contracts.AUDIT_SCHEMA_FILE)
         self._last_log: dict[str, tuple[float, int]] = {}  # reason -> (monotonic time logged, suppressed since)
 
     # -- the one entry point ----------------------------------------------------------------------
@@ -89,6 +96,8 @@ class Ingestor:
             return "ignored: sent to a trap"
         if not contracts.is_trap_id(parsed.trap):
             raise Refused("trap id in topic")
+        if parsed.leaf in contracts.SHOWN_ELSEWHERE and not parsed.rest:
+            return "ignored: the event carries it"
         if parsed.leaf not in contracts.LEAVES or parsed.rest:
             raise Refused("unknown topic")
         if len(payload) > self.limits.max_payload_bytes:
@@ -102,6 +111,8 @@ class Ingestor:
             return self._event(parsed.trap, data)
         if parsed.leaf == contracts.STATUS:
             return self._status(parsed.trap, data)
+        if parsed.leaf == contracts.AUDIT:
+            return self._audit(parsed.trap, data)
         return self._config(parsed.trap, data)
 
     # -- per topic --------------------------------------------------------------------------------
@@ -112,11 +123,11 @@ class Ingestor:
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise Refused("not JSON") from None
 
-    def _check(self, kind: str, validator: Any, data: Any, trap: str) -> None:
+    def _check(self, kind: str, validator: Any, data: Any, trap: str, key: str = "trap_id") -> None:
         error = next(iter(validator.iter_errors(data)), None)
         if error is not None:
             raise Refused(schema_reason(kind, error), str(error.message))
-        if data["trap_id"] != trap:
+        if data[key] != trap:
             raise Refused(f"{kind}: trap_id is not the topic's")
 
     def _event(self, trap: str, event: Any) -> str:
@@ -134,12 +145,29 @@ class Ingestor:
         self.notify("trap", self.store.trap(trap))
         return "event"
 
-    def _thumbnail(self, thumb: dict[str, Any] | None) -> bytes | None:
+    def _audit(self, trap: str, audit: Any) -> str:
+        """An audited burst (discarded, kept in the trap's audit/ sample): into the review queue."""
+        self._check("audit", self.audit_validator, audit, trap, key="trap")
+        for key in ("first_capture", "last_capture"):
+            if parse_time(audit[key]) is None:
+                raise Refused(f"audit schema: {key} (date-time)")
+        limit, side = self.limits.max_audit_thumbnail_bytes, self.limits.max_audit_thumbnail_side
+        thumbnail = self._thumbnail(audit.get("thumbnail"), limit, side)
+        if not self.recall.reviews.add_audit(audit, thumbnail):
+            log.debug("audit %s from %s: already stored (a resend)", audit["id"], trap)
+            self.notify("counters", self.store.counters())
+            return "duplicate"
+        log.info("audit %s from %s camera %.80r", audit["id"], trap, audit["camera"])
+        self.notify("audit", {"trap": trap, "camera": audit["camera"], "id": audit["id"]})
+        self.notify("recall", {"trap": trap, "cameras": self.recall.cameras(trap)})
+        return "audit"
+
+    def _thumbnail(self, thumb: dict[str, Any] | None, limit: int = 0, side: int = 0) -> bytes | None:
         if thumb is None:
             return None
         reason = ""
         data = b""
-        limit = self.limits.max_thumbnail_bytes
+        limit = limit or self.limits.max_thumbnail_bytes
         text = thumb["jpeg_base64"]
         if len(text) > (limit * 4) // 3 + 4:
             reason = "too large"
@@ -150,7 +178,7 @@ class Ingestor:
                 reason = "not base64"
         if not reason and len(data) > limit:
             reason = "too large"
-        if not reason and jpeg_size(data, self.limits.max_thumbnail_side) is None:
+        if not reason and jpeg_size(data, side or self.limits.max_thumbnail_side) is None:
             reason = "not a JPEG"
         if reason:
             self.store.count(THUMBNAIL_DROPPED, reason)
@@ -162,13 +190,15 @@ class Ingestor:
     def _status(self, trap: str, status: Any) -> str:
         self._check("status", self.status_validator, status, trap)
         self.store.set_status(trap, status)
+        self.recall.reviews.set_counts(trap, status)
         self.notify("trap", self.store.trap(trap))
+        self.notify("recall", {"trap": trap, "cameras": self.recall.cameras(trap)})
         return "status"
 
     def _availability(self, trap: str, payload: bytes) -> str:
         value = payload.decode("utf-8", "replace").strip()
         if value not in contracts.AVAILABILITY_VALUES:
-            raise Refused("availability: not online/offline")
+            raise Refused("availability: not online/offline/stopped")
         self.store.set_availability(trap, value)
         log.info("trap %s is %s", trap, value)
         self.notify("trap", self.store.trap(trap))
@@ -176,11 +206,18 @@ class Ingestor:
 
     def _config(self, trap: str, config: Any) -> str:
         cutoff = config.get("cutoff") if isinstance(config, dict) else None
-        if not isinstance(cutoff, int | float) or isinstance(cutoff, bool) or not 0 <= cutoff <= 1:
+        if not _is_cutoff(cutoff):
             raise Refused("config: no cutoff in [0, 1]")
         source = config.get("source")
-        self.store.set_config(trap, {"cutoff": cutoff, "source": source if source in ("start", "remote") else None})
+        kept: dict[str, Any] = {"cutoff": cutoff, "source": source if source in ("start", "remote") else None}
+        cameras = config.get("camera_cutoffs")
+        if isinstance(cameras, dict) and len(cameras) <= 1000:
+            kept["camera_cutoffs"] = {str(c)[:200]: v for c, v in cameras.items() if _is_cutoff(v)}
+        if isinstance(config.get("remote_cutoff"), bool):
+            kept["remote_cutoff"] = config["remote_cutoff"]
+        self.store.set_config(trap, kept)
         self.notify("trap", self.store.trap(trap))
+        self.notify("recall", {"trap": trap, "cameras": self.recall.cameras(trap)})
         return "config"
 
     # -- refusals ---------------------------------------------------------------------------------
@@ -200,3 +237,7 @@ class Ingestor:
             return
         self._last_log[key] = (now, 0)
         log.warning(fmt + (f" (and {suppressed} more like it not logged)" if suppressed else ""), *args)
+
+
+def _is_cutoff(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1

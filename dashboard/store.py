@@ -23,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the audit sample and its reviews (dashboard.reviews), added to a version 1 file
 MALFORMED, THUMBNAIL_DROPPED, DUPLICATE = "malformed", "thumbnail_dropped", "duplicate"
 
 _DDL = """
@@ -164,6 +164,12 @@ class Store:
                 params,
             ).fetchall()
         return [_card(r) for r in rows]
+
+    def config(self, trap: str) -> dict[str, Any] | None:
+        """The latest config the trap echoed (checked by the ingestor), or None."""
+        with self.lock:
+            r = self.db.execute("SELECT config FROM traps WHERE trap = ?", (trap,)).fetchone()
+        return json.loads(r[0]) if r is not None and r[0] else None
 
     def trap(self, trap: str) -> dict[str, Any] | None:
         return next(iter(self.traps(only=trap)), None)

@@ -104,6 +104,17 @@ class Subscriber:
         self.client.connect_async(self.url.host, self.url.port, keepalive=30)
         self.client.loop_start()
 
+    def publish(self, topic: str, payload: bytes, timeout_s: float = 5.0) -> bool:
+        """QoS 1, not retained: True once the broker acknowledged it (a confirmed cutoff)."""
+        if not self.connected:
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=False)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):  # not queued (disconnected meanwhile)
+            return False
+        return bool(info.is_published())
+
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

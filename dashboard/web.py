@@ -15,10 +15,17 @@ GET /api/events            event summaries         GET /api/activity  hour of da
 GET /api/events.csv        CSV export              GET /api/stream    server-sent events: event, trap, counters, broker
 GET /api/thumbnails/ID.jpg a checked JPEG
 Filters (events, activity, CSV): trap=ID, from=YYYY-MM-DD, to=YYYY-MM-DD (the trap's day, inclusive).
+
+The audit review (dashboard.reviewapi): GET /review (the page), /api/review/next, /api/audits/ID,
+/api/audits/ID.jpg, /api/reviews, /api/recall, /api/recall.csv, /api/labels.csv; POST /api/reviews,
+/api/reviews/undo, /api/cutoff. A POST needs what a GET needs (the token, or a loopback Host) and
+also comes from this page: its Origin (or, without one, its Referer) must be this server's, and its
+body JSON (a cross-site form cannot send that without a CORS preflight, which is never granted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -36,8 +43,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dashboard import contracts, csvexport
+from dashboard import contracts, csvexport, reviewapi
+from dashboard.fieldrecall import FieldRecall
 from dashboard.live import Broadcaster, sse
+from dashboard.reviews import Reviews
 from dashboard.store import Store, now_iso
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 COOKIE = "bf_token"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"), "/app.css": ("app.css", "text/css; charset=utf-8"),
-          "/favicon.svg": ("favicon.svg", "image/svg+xml")}  # fmt: skip
+          "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+          "/review": ("review.html", "text/html; charset=utf-8"),
+          "/review.js": ("review.js", "text/javascript; charset=utf-8")}  # fmt: skip
 THUMB = re.compile(r"/api/thumbnails/([0-9a-f]{32})\.jpg")  # fullmatch, as every pattern here
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)  # fullmatch: `$` would let a trailing newline in
 KEEPALIVE_S = 15.0
@@ -71,8 +82,13 @@ class App:
     broker: dict[str, Any] = field(default_factory=lambda: {"url": "", "connected": False, "since": None})
     allowed_hosts: set[str] | None = None  # Host headers accepted; None: any (a token guards the server)
     static: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    recall: FieldRecall | None = None  # the audit review's figures (made from the store when not given)
+    publish: reviewapi.Publish | None = None  # (topic, payload) -> delivered: the confirmed cutoffs
+    prefix: str = contracts.DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
+        if self.recall is None:
+            self.recall = FieldRecall(self.store, Reviews(self.store))
         folder = resources.files("dashboard") / "static"
         for path, (name, ctype) in STATIC.items():
             self.static[path] = ((folder / name).read_bytes(), ctype)
@@ -89,8 +105,10 @@ class App:
             self.hub.publish("broker", state)
 
     def state(self) -> dict[str, Any]:
+        assert self.recall is not None
         return {"now": now_iso(), "broker": dict(self.broker), "traps": self.store.traps(),
-                "counters": self.store.counters(), "stale_after_s": self.stale_after_s}  # fmt: skip
+                "counters": self.store.counters(), "stale_after_s": self.stale_after_s,
+                "recall": self.recall.cameras()}  # fmt: skip
 
 
 class BadRequest(Exception):
@@ -170,22 +188,43 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.do_GET()
 
-    def do_GET(self) -> None:
+    def _admitted(self) -> tuple[Any, dict[str, list[str]]] | None:
+        """The Host check and the token, for every method: (url, query), or None when answered."""
         app = self.server.app
         host = self.headers.get("Host", "")
         if app.allowed_hosts is not None and host.lower() not in app.allowed_hosts:
             self._text(HTTPStatus.MISDIRECTED_REQUEST, "this monitor answers on its loopback address only")
-            return
+            return None
         url = urlsplit(self.path)
         try:
             query = parse_qs(url.query, max_num_fields=20)
         except ValueError:
             self._text(HTTPStatus.BAD_REQUEST, "too many query parameters")
-            return
+            return None
         if not self._authorised(query):
             self._text(HTTPStatus.UNAUTHORIZED, "token required: open /?token=TOKEN once (the --token-file's "
                        "content), or send Authorization: Bearer TOKEN", {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return None
+        return url, query
+
+    @property
+    def who(self) -> str:
+        """Who reviews: the token's holder, or whoever sits at a loopback-only monitor."""
+        return "token" if self.server.app.token else "local"
+
+    def do_POST(self) -> None:
+        admitted = self._admitted()
+        if admitted is None:
             return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            reviewapi.post(self, admitted[0].path)
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        admitted = self._admitted()
+        if admitted is None:
+            return
+        url, query = admitted
         if url.path == "/" and app.token and self._offered_in_query(query):
             # Remember the token in a cookie and take it out of the address bar. (Only the real token,
             # checked and restricted to URL-safe characters by the CLI, ever goes into the header.)
@@ -219,6 +258,8 @@ class Handler(BaseHTTPRequestHandler):
             self._csv(*self._filters(query))
         elif path == "/api/stream":
             self._stream()
+        elif reviewapi.get(self, path, query):
+            pass
         elif m := THUMB.fullmatch(path):
             data = app.store.thumbnail(m.group(1))
             if data is None:

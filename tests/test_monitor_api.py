@@ -103,7 +103,7 @@ def test_json_shapes(server: Server) -> None:
     status, headers, body = server.get("/api/state")
     assert status == 200 and headers["content-type"] == "application/json; charset=utf-8"
     state = json.loads(body)
-    assert set(state) == {"now", "broker", "traps", "counters", "stale_after_s"}
+    assert set(state) == {"now", "broker", "traps", "counters", "stale_after_s", "recall"}
     assert [c["trap"] for c in state["traps"]] == ["trap-01", "trap-02"]
     card = state["traps"][0]
     assert card["availability"] == "online" and card["outbox_depth"] == 0 and card["events"] == 2

@@ -10,6 +10,7 @@
 
   const state = {
     traps: new Map(), // trap id -> card data
+    recall: new Map(), // trap id -> the field-recall figure of each of its cameras
     staleAfter: 900,
     oldestSeq: null,
     seen: new Set(), // event ids in the feed
@@ -145,8 +146,33 @@
         ...field("Model", "model", model),
         ...field("Cutoff", "cutoff", cutoff + (card.cutoff_source === "remote" ? " (remote)" : "")),
         ...field("Events stored", "events", String(card.events ?? 0)),
-      ));
+      ),
+      recallLines(card.trap));
     return node;
+  }
+
+  function recallLines(trap) {
+    // The audit review's figure per camera: misses in the reviewed sample, the 95 % bound, the recall bound.
+    const cameras = state.recall.get(trap) || [];
+    if (!cameras.length) return null;
+    const pct = (v) => (typeof v === "number" ? `${(v * 100).toFixed(1)} %` : "–");
+    const list = el("ul", { class: "recall-lines", "data-field": "recall" });
+    for (const c of cameras) {
+      const text = `${c.camera}: ${c.misses} missed of ${c.reviewed} reviewed (${c.discarded ?? "?"} discarded) · ` +
+        `animals in discarded ≤ ${pct(c.share_upper)} · recall ≥ ${pct(c.recall_lower)}`;
+      list.append(el("li", { "data-camera": c.camera, class: c.over_limit ? "alarm" : null }, text,
+        c.over_limit ? " · over the limit: " : " ",
+        el("a", { href: `review?trap=${encodeURIComponent(trap)}&camera=${encodeURIComponent(c.camera)}` }, "review")));
+    }
+    return list;
+  }
+
+  function setRecall(cameras, trap) {
+    const byTrap = new Map();
+    for (const c of cameras) byTrap.set(c.trap, [...(byTrap.get(c.trap) || []), c]);
+    if (trap !== undefined) state.recall.set(trap, byTrap.get(trap) || []);
+    else { state.recall = byTrap; }
+    for (const card of state.traps.values()) if (trap === undefined || card.trap === trap) upsertCard(card);
   }
 
   function upsertCard(card) {
@@ -343,6 +369,7 @@
     state.staleAfter = data.stale_after_s;
     renderBroker(data.broker);
     renderCounters(data.counters);
+    setRecall(data.recall || []);
     for (const card of data.traps) upsertCard(card);
     $("no-traps").hidden = state.traps.size > 0;
   }
@@ -387,6 +414,7 @@
     });
     source.addEventListener("trap", (m) => upsertCard(JSON.parse(m.data)));
     source.addEventListener("counters", (m) => renderCounters(JSON.parse(m.data)));
+    source.addEventListener("recall", (m) => { const d = JSON.parse(m.data); setRecall(d.cameras, d.trap); });
     source.addEventListener("broker", (m) => renderBroker(JSON.parse(m.data)));
   }
 
