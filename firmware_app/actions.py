@@ -62,6 +62,17 @@ FOLDERS: dict[Action, str] = {
     Action.BLANK_KEPT: "blank",
 }
 
+# What `run --dry-run` says it would do with a frame (it moves, deletes and records nothing).
+WOULD: dict[Action, str] = {
+    Action.KEPT: "would keep",
+    Action.FAILED_KEPT: "would keep (could not be scored)",
+    Action.AUDIT: "would keep for the audit",
+    Action.QUARANTINED: "would quarantine",
+    Action.BLANK_KEPT: "would keep as blank",
+    Action.DELETED: "would delete",
+    Action.NOT_WRITTEN: "would not write",
+}
+
 KEPT_ACTIONS = (Action.KEPT, Action.FAILED_KEPT)
 DISCARD_ACTIONS = (
     Action.DELETED,

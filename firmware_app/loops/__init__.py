@@ -15,12 +15,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from firmware_app.judge import Judge
-from firmware_app.loops.base import RunSummary
+from firmware_app.loops.base import Progress, RunSummary
 
 
 class Loop(Protocol):
     judge: Judge
     on_event: Callable[[], None] | None  # told after a kept burst's event is in the outbox
+    progress: Progress | None  # told how far it is through the frames found (a folder source)
 
     def run(self) -> RunSummary:
         """Until stopped (or, for `--once` / `--bursts N`, until the work is done)."""
@@ -36,4 +37,4 @@ class Loop(Protocol):
         ...
 
 
-__all__ = ["Loop", "RunSummary"]
+__all__ = ["Loop", "Progress", "RunSummary"]

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from firmware_app.errors import LedgerUnavailable
 from firmware_app.sdnotify import Notifier
@@ -31,6 +32,16 @@ class RunSummary:
         return f"{self.bursts} burst(s): {text}" if self.bursts else text
 
 
+class Progress(Protocol):
+    """Told how far the loop is through the frames it found (`run` shows a bar or a periodic line)."""
+
+    def found(self, frames: int) -> None:
+        """`frames` more frames are about to be judged."""
+
+    def judged(self) -> None:
+        """One of them was judged (recorded, or left for a retry)."""
+
+
 class LoopBase:
     ledger_retry_min_s = LEDGER_RETRY_MIN_S  # a class attribute, so a test can shorten the wait
 
@@ -38,6 +49,7 @@ class LoopBase:
         self.notifier = Notifier()
         self.summary = RunSummary()
         self.on_event: Callable[[], None] | None = None
+        self.progress: Progress | None = None
         self._stop = threading.Event()
 
     def stop(self) -> None:

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from firmware_app.actions import Action, ContextState, State
+from firmware_app.actions import WOULD, Action, ContextState, State
 from firmware_app.context import FrameFacts, TopUpFrame
 from firmware_app.decision import Candidate, camera_of, group_bursts
 from firmware_app.errors import BlankfilterError, LedgerUnavailable
@@ -139,12 +139,16 @@ class FolderLoop(LoopBase):
         self.judge.refresh()
         self.note_skipped(skipped)
         todo = [frame for frame in frames if not self.skipped_before(frame)]
+        if todo and self.progress is not None:
+            self.progress.found(len(todo))
         try:
             for frame, loaded in prefetched(todo, self.load, prefetch):
                 if self.stopping:
                     break
                 if not self.record(frame, loaded):
                     self.source.release(frame.path)
+                if self.progress is not None:
+                    self.progress.judged()
         except LedgerUnavailable:
             for frame in todo:  # offered again at the next rescan; what was recorded is skipped then
                 self.source.release(frame.path)
@@ -461,7 +465,9 @@ class FolderLoop(LoopBase):
     def _file_operation(self, row: FrameRow) -> bool:
         """Move or delete one decided frame. True when it is done and only needs marking."""
         if self.dry_run:
-            log.info("dry run: %s %s (score %s)", row.action, row.path, _fmt(row.score))
+            what = WOULD.get(Action(row.action), str(row.action)) if row.action else "would leave"
+            to = f" -> {row.dest}" if row.dest else ""
+            log.info("dry run: %s %s%s (score %s)", what, printable(row.path), to, _fmt(row.score))
             return True
         if self.judged_bytes(row.id, row.path, row.sha256) is False:
             self.supersede(row.id, row.path, str(row.action))
