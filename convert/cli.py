@@ -12,9 +12,33 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_USAGE = 0, 2
+PLOT_EXTRA = "pip install 'blankfilter[convert]' (or just matplotlib: pip install matplotlib)"
+
+
+def usage_error(message: str) -> NoReturn:
+    """A mistake on the command line: `blankfilter: error: ...` and exit 2, as argparse's own."""
+    from firmware_app.errors import BlankfilterError
+
+    raise BlankfilterError(message)
+
+
+def need_scores_or_labels(args: argparse.Namespace) -> None:
+    """Checked before any model is loaded or frame scored."""
+    if not args.scores and not args.labels:
+        usage_error(f"{args.command} needs --labels CSV (to score with the model) or --scores CSV")
+
+
+def check_plot(args: argparse.Namespace) -> None:
+    """--plot needs matplotlib (the convert extra): say so before tuning, not in a traceback after it."""
+    if not args.plot:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        usage_error(f"--plot needs matplotlib, which is not installed: {PLOT_EXTRA}")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -102,20 +126,32 @@ def register(sub: Any) -> None:
     tune = sub.add_parser(
         "tune",
         help="pick the cutoff for a target non-blank recall; with --model PATH, write it into that model's card",
-        description="Pick the cutoff for a target non-blank recall and print it. It is written into a model "
+        description="Pick the cutoff for a target non-blank recall and print it, from labelled frames "
+        "(--labels CSV, scored with the model) or saved scores (--scores CSV). It is written into a model "
         "card only with an explicit --model PATH (never into the shipped card implicitly); it then says "
-        "what changed (old cutoff -> new cutoff, the file).",
+        "what changed (old cutoff -> new cutoff, the file). Exit 2 on a usage error (no --labels or "
+        "--scores, a bad labels file, --plot without matplotlib).",
     )
     _model_args(tune)
     tune.add_argument("--target-recall", type=float, default=0.97, help="non-blank recall to keep (default 0.97)")
     tune.add_argument("--level", choices=("burst", "frame"), default="burst", help="decide per burst (as the trap)")
     tune.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the recall bound (default 0.05)")
-    tune.add_argument("--plot", type=Path, help="save the recall/TNR curves and score histograms as PNG")
+    tune.add_argument(
+        "--plot", type=Path, help="save the recall/TNR curves and score histograms as PNG (needs matplotlib)"
+    )
     tune.add_argument("--no-write", action="store_true", help="do not write the cutoff, even with --model")
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
     tune.set_defaults(func=cmd_tune)
 
-    evaluate = sub.add_parser("eval", help="metrics overall and per location, per frame and burst, gamma on/off")
+    evaluate = sub.add_parser(
+        "eval",
+        help="metrics overall and per location, per frame and burst, gamma on/off",
+        description="Score labelled frames (--labels CSV) with the model, or read saved scores (--scores "
+        "CSV, with --cutoff), and print recall, TNR and AUC overall and per location, per frame and per "
+        "burst, with the trap's gamma correction on and off. --context replays the frames per camera in "
+        "time order through the camera-context path and compares it with the classifier alone. Exit 2 on "
+        "a usage error (no --labels or --scores, a bad labels file).",
+    )
     _model_args(evaluate)
     evaluate.add_argument("--cutoff", type=float, help="default: the model card's cutoff")
     evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
@@ -170,8 +206,7 @@ def _scored(args: argparse.Namespace, gamma: str = "auto", classifier: Any = Non
 
     if args.scores:
         return read_scores(args.scores)
-    if not args.labels:
-        raise SystemExit("blankfilter: error: give --labels CSV (to score with the model) or --scores CSV")
+    need_scores_or_labels(args)
     frames = read_labels(args.labels)
     model = classifier or _classifier(args)
     scored = score_frames(frames, model, ImagingSettings(gamma=gamma), show_progress=not args.quiet)
@@ -188,9 +223,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from convert.tune import plot, report, tune, write_card
-    from firmware_app.modelcard import card_path_for
+    from convert.tune import plot, report, tune
 
+    need_scores_or_labels(args)
+    check_plot(args)
     scored = _scored(args)
     try:
         result = tune(scored, args.target_recall, args.level, args.alpha)
@@ -198,10 +234,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"blankfilter: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(result.as_dict(), indent=2) if args.json else report(result))
-    if args.plot:
+    written = EXIT_OK if args.no_write else write_tuned(args, result)
+    if args.plot:  # after the card: a plot that fails must not cost the tuned cutoff
         plot(scored, result, args.plot, title=str(args.labels or args.scores))
-    if args.no_write:
-        return EXIT_OK
+    return written
+
+
+def write_tuned(args: argparse.Namespace, result: Any) -> int:
+    from convert.tune import write_card
+    from firmware_app.modelcard import card_path_for
+
     if args.model is None:
         # Never the shipped card implicitly: a tune on a handful of frames would move the cutoff every
         # later decision of this checkout (and every trap installed from it) is made with.
@@ -229,11 +271,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.context:
         return cmd_eval_context(args)
+    need_scores_or_labels(args)
     if args.scores:
-        by_gamma = {"auto": _scored(args)}
         cutoff = args.cutoff
         if cutoff is None:
-            raise SystemExit("blankfilter: error: with --scores, give --cutoff")
+            usage_error("eval --scores needs --cutoff (saved scores carry no model card)")
+        by_gamma = {"auto": _scored(args)}
     else:
         classifier = _classifier(args)
         cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
@@ -255,9 +298,9 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     from firmware_app.decision import Cutoffs
 
     if not args.labels:
-        raise SystemExit("blankfilter: error: eval --context needs --labels CSV (with camera or location columns)")
+        usage_error("eval --context needs --labels CSV (with camera or location columns)")
     if args.seed_blanks < 1 and args.references is None:
-        raise SystemExit(f"blankfilter: error: --seed-blanks {args.seed_blanks}: seed at least 1 known blank")
+        usage_error(f"--seed-blanks {args.seed_blanks}: seed at least 1 known blank")
     defaults = ContextSection()
     frames = read_labels(args.labels)
     classifier = _classifier(args)

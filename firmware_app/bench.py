@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config, load_config
-from firmware_app.errors import ConfigError
+from firmware_app.errors import BlankfilterError, ConfigError
 from firmware_app.hashing import sha256_bytes
 from firmware_app.imaging import ImagingSettings, decode_jpeg, finish
 from firmware_app.modelcard import InputSpec
@@ -54,9 +54,7 @@ def run_variant(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     classifier = load_model(config)
     settings = ImagingSettings.from_config(config.imaging)
     spec: InputSpec = classifier.card.input
-    files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
-    if not files:
-        raise ConfigError(f"--images {args.images}: no JPEG frames found")
+    files = frame_files(args.images)
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with tempfile.TemporaryDirectory(prefix="blankfilter-bench-") as tmp:
         inbox, root = Path(tmp, "inbox"), Path(tmp, "store")
@@ -165,12 +163,31 @@ class _Lap:
         self.last = now
 
 
+def frame_files(images: Path) -> list[Path]:
+    """The JPEG frames under --images; none (or no such folder) is a usage error naming the folder."""
+    if not images.is_dir():
+        raise ConfigError(f"--images {images}: {'not a folder' if images.exists() else 'no such folder'}")
+    files = sorted(p for p in images.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise ConfigError(f"--images {images}: no JPEG frames found (.jpg, .jpeg)")
+    return files
+
+
 def spawn(variant: str, argv: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "firmware_app", "bench", *argv, "--variant", variant, "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise ConfigError(f"bench variant {variant} failed:\n{done.stderr.strip()}")
+        raise BlankfilterError(f"bench variant {variant} failed (exit {done.returncode}): {failure(done.stderr)}")
     return dict(json.loads(done.stdout))
+
+
+def failure(stderr: str) -> str:
+    """What a child said went wrong: its error message, else its last line (a traceback's exception)."""
+    marker = "blankfilter: error: "
+    if marker in stderr:
+        return stderr.split(marker, 1)[1].strip()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "it printed nothing on stderr"
 
 
 def render(reduced: dict[str, Any], naive: dict[str, Any], out: Callable[[str], None] = print) -> None:
@@ -213,6 +230,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if args.variant:
         print(json.dumps(run_variant(args, config)))
         return 0
+    frame_files(args.images)  # before two processes start to find the same
     results = {variant: spawn(variant, _child_args(args)) for variant in ("reduced", "naive")}
     if args.json:
         print(json.dumps(results, indent=2))

@@ -12,12 +12,22 @@ from typing import Any
 
 from firmware_app import __version__
 from firmware_app.commands import bench, classify, config, ledger, reference, run, stats
-from firmware_app.commands.common import EXIT_OK, EXIT_USAGE
+from firmware_app.commands.common import EXIT_OK, EXIT_USAGE, setup_logging
 from firmware_app.errors import BlankfilterError
 
 log = logging.getLogger("blankfilter")
 
 COMMANDS = (run, classify, stats, config, bench, reference, ledger)
+
+RUN_DESCRIPTION = (
+    "Process the inbox (source.kind = folder) or the camera: score each frame, decide per burst, keep or "
+    "discard, record every step in the ledger and publish events over MQTT. Runs until stopped (SIGTERM or "
+    "Ctrl-C finish the current frame or burst first); --once processes what is there now and exits. Exit 0: "
+    "done; 1: something is left to do (frames not stored, a full or read-only card, the MQTT publisher gave "
+    "up): a restart retries it; 2: a usage, config or damaged-ledger error that a restart does not mend. "
+    "Log lines are plain at a terminal; under systemd (JOURNAL_STREAM set) or with stderr not a terminal "
+    "each line carries its level and logger (and a time stamp outside the journal)."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
+    sub.choices["run"].description = RUN_DESCRIPTION  # kept beside the other commands' words
     add_plugin_commands(sub)
     return parser
 
@@ -44,6 +55,7 @@ def add_plugin_commands(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging("warning", interactive=True)  # commands that log more set their own level
     try:
         return int(args.func(args))
     except BlankfilterError as exc:

@@ -217,35 +217,54 @@ class Config:
 SECTIONS: dict[str, type] = {name: hint for name, hint in get_type_hints(Config).items() if name != "origin"}
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the file (if given), then each `--set section.key=value`."""
+def load_config(
+    path: Path | None = None, overrides: list[str] | None = None, flags: list[tuple[str, str]] | None = None
+) -> Config:
+    """Defaults, then the file (if given), then each `--set section.key=value`, then `flags`: pairs of
+    (section.key=value, the option as the user typed it, e.g. "--cutoff 2.0"), so an error names that
+    option, not a --set nobody typed. Every error is reported at once, one line each."""
     tree: dict[str, dict[str, tuple[Any, str]]] = {}
+    errors: list[tuple[str, str]] = []  # (section.key, message): a field visit should not find them one by one
     origin = "defaults"
     if path is not None:
         origin = str(path)
-        for section, keys in _read_toml(path).items():
-            if not isinstance(keys, dict):
-                raise ConfigError(f"{path}: '{section}' must be a [section] table, got {keys!r}")
-            for key, value in keys.items():
-                # A NUL cannot be in a path (the OS refuses it): left as it is, validation names the key.
-                if isinstance(value, str) and _is_path_field(section, key) and value and "\x00" not in value:
-                    value = str((path.parent / value).resolve()) if not Path(value).is_absolute() else value
-                tree.setdefault(section, {})[key] = (value, str(path))
-    for item in overrides or []:
-        section, key, value = _parse_override(item)
-        shown = item if len(item) <= 120 else f"{item[:80]}... ({len(item)} characters)"
-        tree.setdefault(section, {})[key] = (value, f"--set {shown}")
+        _read_file(path, tree, errors)
+    named = [(item, f"--set {_shown(item)}") for item in overrides or []] + list(flags or [])
+    for item, where in named:
+        try:
+            section, key, value = _parse_override(item)
+        except ConfigError as exc:
+            errors.append(("", str(exc) if where.startswith("--set") else f"{where}: {exc}"))
+            continue
+        tree.setdefault(section, {})[key] = (value, where)
     origins = {f"{section}.{key}": where for section, keys in tree.items() for key, (_, where) in keys.items()}
-    errors: list[str] = []  # every bad value at once: a field visit should not find them one by one
     built = {name: _build_section(name, tree.pop(name, {}), errors) for name in SECTIONS}
     for section, keys in tree.items():
         where = next(iter(keys.values()))[1]
-        errors.append(f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
-    if errors:
-        raise ConfigError("\n".join(errors))
+        errors.append((section, f"{where}: unknown section [{section}]; known: {', '.join(SECTIONS)}"))
     config = Config(**built, origin=origin)
-    _cross_checks(config, origins)
+    failed = {key for key, _ in errors}
+    # A check across keys is only meaningful when each of its keys has a good value (a bad one kept its default).
+    errors += [(keys[0], message) for keys, message in _cross_checks(config, origins) if failed.isdisjoint(keys)]
+    if errors:
+        raise ConfigError("\n".join(message for _, message in errors))
     return config
+
+
+def _shown(item: str) -> str:
+    return item if len(item) <= 120 else f"{item[:80]}... ({len(item)} characters)"
+
+
+def _read_file(path: Path, tree: dict[str, dict[str, tuple[Any, str]]], errors: list[tuple[str, str]]) -> None:
+    for section, keys in _read_toml(path).items():
+        if not isinstance(keys, dict):
+            errors.append((section, f"{path}: '{section}' must be a [section] table, got {keys!r}"))
+            continue
+        for key, value in keys.items():
+            # A NUL cannot be in a path (the OS refuses it): left as it is, validation names the key.
+            if isinstance(value, str) and _is_path_field(section, key) and value and "\x00" not in value:
+                value = str((path.parent / value).resolve()) if not Path(value).is_absolute() else value
+            tree.setdefault(section, {})[key] = (value, str(path))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -282,7 +301,7 @@ FILE_KEYS = {("model", "path"), ("context", "extractor"), ("mqtt", "password_fil
              ("mqtt", "cert_file"), ("mqtt", "key_file"), ("camera", "motion_mask")}  # fmt: skip
 
 
-def _build_section(name: str, given: dict[str, tuple[Any, str]], errors: list[str]) -> Any:
+def _build_section(name: str, given: dict[str, tuple[Any, str]], errors: list[tuple[str, str]]) -> Any:
     """The section from its given keys; what is wrong goes to `errors` (and that key keeps its default)."""
     cls = SECTIONS[name]
     hints = get_type_hints(cls)
@@ -290,12 +309,13 @@ def _build_section(name: str, given: dict[str, tuple[Any, str]], errors: list[st
     values: dict[str, Any] = {}
     for key, (value, where) in given.items():
         if key not in known:
-            errors.append(f"{where}: unknown key {name}.{key}; known in [{name}]: {', '.join(known)}")
+            message = f"{where}: unknown key {name}.{key}; known in [{name}]: {', '.join(known)}"
+            errors.append((f"{name}.{key}", message))
             continue
         try:
             values[key] = _check_value(f"{name}.{key}", value, hints[key], known[key].metadata, where)
         except ConfigError as exc:
-            errors.append(str(exc))
+            errors.append((f"{name}.{key}", str(exc)))
     return cls(**values)
 
 
@@ -353,27 +373,31 @@ def _check_value(dotted: str, value: Any, hint: Any, info: Any, where: str) -> A
     return value
 
 
-def _cross_checks(config: Config, origins: dict[str, str]) -> None:
-    """Checks across keys; errors name where each value came from (file, --set or defaults)."""
+Problems = list[tuple[tuple[str, ...], str]]  # (the keys involved, the message naming them and their origin)
+
+
+def _cross_checks(config: Config, origins: dict[str, str]) -> Problems:
+    """Checks across keys; each message names where its values came from (file, --set or defaults)."""
+
+    def where(key: str) -> str:
+        return origins.get(key, "defaults")
+
+    problems: Problems = []
     if not TRAP_ID_PATTERN.match(config.trap.id):
-        raise ConfigError(
-            f"{origins.get('trap.id', 'defaults')}: trap.id = {config.trap.id!r}: use letters, digits, '-' and '_' "
-            "(it becomes an MQTT topic segment)"
-        )
-    _check_mqtt(config, origins)
+        problems.append((("trap.id",), f"{where('trap.id')}: trap.id = {config.trap.id!r}: use letters, digits, "
+                         "'-' and '_' (it becomes an MQTT topic segment)"))  # fmt: skip
+    problems += _check_mqtt(config, origins)
     folders = [("store.root", config.store.root)]
     if config.source.kind == "folder":
         folders.insert(0, ("source.inbox", config.source.inbox))
-    problems = [f"{origins.get(key, 'defaults')}: {key} = {str(path)!r}: {why}"
-                for key, path in folders if (why := _folder_problem(path))]  # fmt: skip
-    if problems:
-        raise ConfigError("\n".join(problems))
+    problems += [((key,), f"{where(key)}: {key} = {str(path)!r}: {why}")
+                 for key, path in folders if (why := _folder_problem(path))]  # fmt: skip
     if config.imaging.dark_below >= config.imaging.bright_above:
-        where = dict.fromkeys(origins.get(k, "defaults") for k in ("imaging.dark_below", "imaging.bright_above"))
-        raise ConfigError(
-            f"{', '.join(where)}: imaging.dark_below ({config.imaging.dark_below}) must be under "
-            f"imaging.bright_above ({config.imaging.bright_above})"
-        )
+        keys = ("imaging.dark_below", "imaging.bright_above")
+        problems.append((keys, f"{', '.join(dict.fromkeys(map(where, keys)))}: imaging.dark_below "
+                         f"({config.imaging.dark_below}) must be under imaging.bright_above "
+                         f"({config.imaging.bright_above})"))  # fmt: skip
+    return problems
 
 
 def _folder_problem(path: Path) -> str:
@@ -410,22 +434,26 @@ def describe() -> list[tuple[str, Any, str]]:
     return rows
 
 
-def _check_mqtt(config: Config, origins: dict[str, str]) -> None:
+def _check_mqtt(config: Config, origins: dict[str, str]) -> Problems:
     """Files the broker connection needs must exist now, not at the first reconnect in a month."""
     m = config.mqtt
+    problems: Problems = []
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         value = getattr(m, key)
         if value and not Path(value).is_file():
-            raise ConfigError(f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: no such file")
+            problems.append(((f"mqtt.{key}",), f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: "
+                             "no such file"))  # fmt: skip
     if bool(m.cert_file) != bool(m.key_file):
         where = origins.get("mqtt.cert_file") or origins.get("mqtt.key_file", "defaults")
-        raise ConfigError(f"{where}: mqtt.cert_file and mqtt.key_file go together (a client certificate and its key)")
+        problems.append((("mqtt.cert_file", "mqtt.key_file"), f"{where}: mqtt.cert_file and mqtt.key_file go "
+                         "together (a client certificate and its key)"))  # fmt: skip
     if (m.ca_file or m.cert_file or m.tls_insecure) and not m.tls:
-        raise ConfigError(
-            f"{origins.get('mqtt.tls', 'defaults')}: mqtt.ca_file/cert_file/tls_insecure need mqtt.tls = true"
-        )
+        problems.append((("mqtt.tls", "mqtt.ca_file", "mqtt.cert_file", "mqtt.tls_insecure"),
+                         f"{origins.get('mqtt.tls', 'defaults')}: mqtt.ca_file/cert_file/tls_insecure need "
+                         "mqtt.tls = true"))  # fmt: skip
     for key in ("topic_prefix", "ha_prefix"):
         value = getattr(m, key)
         if not value or any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
-            raise ConfigError(f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: a topic without "
-                              "wildcards (# +) or leading/trailing '/'")  # fmt: skip
+            problems.append(((f"mqtt.{key}",), f"{origins.get(f'mqtt.{key}', 'defaults')}: mqtt.{key} = {value!r}: "
+                             "a topic without wildcards (# +) or leading/trailing '/'"))  # fmt: skip
+    return problems

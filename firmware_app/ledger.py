@@ -571,12 +571,16 @@ class Ledger:
         by_decision = dict(
             db.execute("SELECT COALESCE(decision, 'pending'), COUNT(*) FROM frames GROUP BY 1").fetchall()
         )
+        # By capture day, on the clock that time came from: EXIF is the camera's own clock (no zone), a file
+        # time or a camera source's is UTC; a row without a capture time falls back to processing time (UTC).
         days = db.execute(
-            "SELECT substr(seen_at, 1, 10) AS day, COUNT(*),"
-            " SUM(decision = ?), SUM(decision = ?), SUM(decision = ?)"
-            " FROM frames GROUP BY day ORDER BY day DESC LIMIT 14",
+            "SELECT substr(COALESCE(captured_at, seen_at), 1, 10) AS day,"
+            " CASE WHEN captured_at IS NULL THEN 'processed' WHEN time_source = 'exif' THEN 'camera' ELSE 'utc' END,"
+            " COUNT(*), SUM(decision = ?), SUM(decision = ?), SUM(decision = ?)"
+            " FROM frames GROUP BY 1, 2 ORDER BY 1 DESC, 2",
             (Verdict.BLANK, Verdict.NONBLANK, Verdict.UNKNOWN),
         ).fetchall()
+        recent = sorted({row[0] for row in days}, reverse=True)[:14]
         errors = db.execute(
             "SELECT path, COALESCE(store_error, error) FROM frames"
             " WHERE error IS NOT NULL OR store_error IS NOT NULL ORDER BY id DESC LIMIT 10"
@@ -599,7 +603,7 @@ class Ledger:
                     " WHERE score IS NOT NULL GROUP BY 1"
                 ).fetchall()
             ),
-            "days": [tuple(r) for r in days],
+            "days": [tuple(r) for r in days if r[0] in recent],  # (day, clock, frames, blank, nonblank, unknown)
             "recent_errors": [(printable(name_from_db(r[0]) or ""), r[1]) for r in errors],
         }
 

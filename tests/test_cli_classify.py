@@ -106,21 +106,19 @@ def test_classify_bad_files_are_reported_and_exit_0(run_cli: RunCli, folder: Pat
     (folder / "truncated.jpg").write_bytes((FRAMES / ALL_FRAMES[0]).read_bytes()[:200])
     before = snapshot(folder)
     good = folder / ALL_FRAMES[0]
-    missing = folder / "not-there.jpg"
-    results = classify_json(run_cli, folder / "empty.jpg", good, missing, folder)
+    results = classify_json(run_cli, folder / "empty.jpg", good, folder / "truncated.jpg", folder)
     assert snapshot(folder) == before
 
     first = results[:3]
-    assert [r["path"] for r in first] == [str(folder / "empty.jpg"), str(good), str(missing)]
+    assert [r["path"] for r in first] == [str(folder / "empty.jpg"), str(good), str(folder / "truncated.jpg")]
     for r in results:
         assert set(r) == KEYS
-    empty, ok, gone = first
-    for bad in (empty, gone):
-        assert bad["score"] is None and bad["blank"] is None and bad["gamma"] is None
-        assert isinstance(bad["error"], str) and bad["error"]
-        assert bad["cutoff"] == pytest.approx(CARD_CUTOFF)
-    assert "empty" in empty["error"] or "0 bytes" in empty["error"]
+    empty, ok, cut = first
+    assert empty["score"] is None and empty["blank"] is None and empty["gamma"] is None
+    assert isinstance(empty["error"], str) and ("empty" in empty["error"] or "0 bytes" in empty["error"])
+    assert empty["cutoff"] == pytest.approx(CARD_CUTOFF)
     assert ok["error"] is None and ok["score"] is not None
+    assert (cut["score"] is None) == (cut["error"] is not None)
 
     # The folder pass covers every fixture frame plus the two bad files, each on its own line.
     in_folder = {Path(r["path"]).relative_to(folder).as_posix(): r for r in results[3:]}
@@ -129,6 +127,19 @@ def test_classify_bad_files_are_reported_and_exit_0(run_cli: RunCli, folder: Pat
     truncated = in_folder["truncated.jpg"]
     assert (truncated["score"] is None) == (truncated["error"] is not None)
     assert sum(r["error"] is None for r in in_folder.values()) >= len(ALL_FRAMES)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_classify_a_path_that_does_not_exist_is_a_usage_error_naming_it(
+    run_cli: RunCli, tmp_path: Path, json_flag: list[str]
+) -> None:
+    missing_dir, missing_file = tmp_path / "no" / "such" / "dir", tmp_path / "not-there.jpg"
+    done = run_cli("classify", "--model", TINY_U8, *json_flag, FRAMES / ALL_FRAMES[0], missing_dir, missing_file)
+    assert done.returncode == 2, done
+    assert done.stdout == "", "no result is printed, not even for the path that exists"
+    assert done.stderr.startswith("blankfilter: error:"), done.stderr
+    assert str(missing_dir) in done.stderr and str(missing_file) in done.stderr
+    assert "cannot read" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_classify_text_output(run_cli: RunCli, folder: Path) -> None:

@@ -256,7 +256,7 @@ def test_run_once_keeps_nonblank_bursts_and_discards_blanks(
     assert stats["by_action"] == {a: sum(r["action"] == a for r in rows) for a in {r["action"] for r in rows}}
     assert stats["by_decision"] == {d: sum(r["decision"] == d for r in rows) for d in {r["decision"] for r in rows}}
     assert stats["blank_ratio"] == pytest.approx(sum(r["decision"] == "blank" for r in rows) / len(rows))
-    assert [tuple(m) for m in stats["models"]] == [(CARD["name"], CARD["version"], len(rows))]
+    assert stats["models"] == [{"model": CARD["name"], "version": CARD["version"], "frames": len(rows)}]
 
 
 def test_run_once_keeps_a_burst_whole_when_some_frames_are_under_the_cutoff(
@@ -361,7 +361,7 @@ def test_dry_run_moves_deletes_and_records_nothing(
     assert "DRY RUN" in done.stderr
     # It still says what it would have done with every frame.
     for rel in ALL_FRAMES:
-        action = "kept" if rel in kept else "deleted"
+        action = "would keep" if rel in kept else "would delete"
         assert f"dry run: {action} {rel} " in done.stderr, rel
 
 

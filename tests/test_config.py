@@ -412,3 +412,57 @@ def test_config_and_run_refuse_an_inbox_that_is_a_regular_file_without_a_traceba
     done = run_cli("run", "--once", *store_args(inbox=inbox), check_rc=2)
     assert "source.inbox" in done.stderr and str(inbox) in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# -- every problem at once, each naming its key and where it came from ---------------------------------
+def problems(raised: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    return str(raised.value).splitlines()
+
+
+def test_cross_key_problems_are_reported_together_with_the_bad_values(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a folder\n")
+    path = write(
+        tmp_path,
+        f'[trap]\nid = "north/1"\n[model]\nthreads = 0\n[mqtt]\nha_prefix = "ha/"\nca_file = "{tmp_path / "no.pem"}"\n'
+        f'tls = true\n[store]\nroot = "{plain}"\n[imaging]\ndark_below = 0.8\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = problems(info)
+    for key in ("trap.id", "model.threads", "mqtt.ha_prefix", "mqtt.ca_file", "store.root", "imaging.dark_below"):
+        assert sum(f"{key} " in line for line in lines) == 1, (key, lines)
+    assert len(lines) == 6 and all(line.startswith(str(path)) for line in lines), lines
+
+
+def test_a_check_across_keys_is_left_out_when_one_of_its_keys_is_already_wrong() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["imaging.dark_below=2"])  # out of range; its default, 0.25, is under bright_above
+    (line,) = problems(info)
+    assert line.startswith("--set imaging.dark_below=2: imaging.dark_below = 2: must be at most 1.0"), line
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["mqtt.cert_file=42", "mqtt.key_file=/k"])  # a bad cert_file is not "missing"
+    assert [line.split(":")[0] for line in problems(info)] == ["--set mqtt.cert_file=42", "--set mqtt.key_file=/k"]
+
+
+def test_every_malformed_set_is_reported_with_the_bad_values() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["discard", "model.threads=0", "x=1", "store.discard=shred"])
+    lines = problems(info)
+    assert len(lines) == 4, lines
+    assert "--set 'discard'" in lines[0] and "--set 'x=1'" in lines[1], lines
+    assert any("model.threads = 0" in line for line in lines) and any("'shred'" in line for line in lines)
+
+
+def test_a_flag_is_named_as_typed_not_as_a_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            None, ["model.threads=3"], [("model.cutoff=2.0", "--cutoff 2.0"), ("model.threads=0", "--threads 0")]
+        )
+    lines = problems(info)
+    assert sorted(lines) == [
+        "--cutoff 2.0: model.cutoff = 2.0: must be at most 1.0 (allowed: 0.0 to 1.0)",
+        "--threads 0: model.threads = 0: must be at least 1 (allowed: 1 to 64)",
+    ], lines
+    config = load_config(None, ["model.threads=3"], [("model.threads=4", "--threads 4")])
+    assert config.model.threads == 4, "a flag wins over --set, as it always did"

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware_app.classifiers.runtime_log import runtime_info_to_debug
 from firmware_app.errors import ModelError
 from firmware_app.hashing import sha256_file
 from firmware_app.imaging import input_luts, to_tensor
@@ -96,7 +97,8 @@ class TFLiteModel:
         name, module = import_runtime(runtime)
         self.model_path = model_path
         self.kernels = kernels
-        self.interpreter, self.runtime = self._open(module, name, model_path, threads, edgetpu)
+        with runtime_info_to_debug():  # the runtime's "Created ... XNNPACK delegate" line on every load
+            self.interpreter, self.runtime = self._open(module, name, model_path, threads, edgetpu)
         self._check_tensors()
         self.check_output(self.run(np.zeros((self.card.input.height, self.card.input.width, 3), np.uint8)))
 

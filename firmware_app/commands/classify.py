@@ -13,7 +13,13 @@ from firmware_app.errors import BlankfilterError
 
 
 def register(sub: Any) -> None:
-    classify = sub.add_parser("classify", help="score images; never moves or deletes anything")
+    classify = sub.add_parser(
+        "classify",
+        help="score images; never moves or deletes anything",
+        description="Score JPEG files, or every frame in folders (source.extensions), with the model; print "
+        "score, verdict and path. Never moves or deletes anything. A frame that cannot be read or decoded is "
+        "reported on its line (exit 0); a PATH that does not exist is a usage error (exit 2).",
+    )
     add_common(classify)
     classify.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="JPEG files or folders")
     classify.add_argument("--json", action="store_true", help="one JSON object per line per image")
@@ -28,12 +34,20 @@ def iter_images(paths: list[Path], extensions: list[str]) -> Iterator[Path]:
             yield path  # files named explicitly are tried whatever their ending
 
 
+def check_paths(paths: list[Path]) -> None:
+    """A PATH that is not there is a mistake on the command line, not a frame that failed: say so first."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise BlankfilterError(f"classify: no such file or folder: {', '.join(missing)}")
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from firmware_app.app import load_model
     from firmware_app.imaging import ImagingSettings, prepare_jpeg
 
+    check_paths(args.paths)
     config = config_from_args(args, announce=False)  # touches no store
-    setup_logging(config.log.level if not args.json else "warning")
+    setup_logging(config.log.level if not args.json else "warning", interactive=True)
     classifier = load_model(config)
     cutoff = config.model.cutoff if config.model.cutoff is not None else classifier.card.cutoff
     settings = ImagingSettings.from_config(config.imaging)

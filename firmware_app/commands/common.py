@@ -20,14 +20,32 @@ log = logging.getLogger("blankfilter")
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
 
 
-def setup_logging(level: str) -> None:
-    # Under systemd the journal stamps time and unit itself.
-    fmt = (
-        "%(levelname)s %(name)s: %(message)s"
-        if os.environ.get("JOURNAL_STREAM")
-        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+class PlainFormatter(logging.Formatter):
+    """The console format of interactive commands: the message alone; warnings and errors say so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def service_output() -> bool:
+    """Whether `run` writes for a service log rather than for a person at a terminal: under systemd
+    (JOURNAL_STREAM is set) or with stderr not a terminal (cron, a log file, a pipe)."""
+    return bool(os.environ.get("JOURNAL_STREAM")) or not sys.stderr.isatty()
+
+
+def setup_logging(level: str, interactive: bool | None = None) -> None:
+    """Logging to stderr. Interactive commands (`interactive=True`) print plain messages. `run` passes
+    nothing: at a terminal it prints plain messages too; as a service (`service_output`) each line has
+    its level and logger, and a time stamp unless the journal, which stamps time and unit itself, takes it."""
+    handler = logging.StreamHandler(sys.stderr)
+    if interactive or (interactive is None and not service_output()):
+        handler.setFormatter(PlainFormatter("%(message)s"))
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def config_from_args(args: argparse.Namespace, announce: bool = True) -> Config:
@@ -37,17 +55,22 @@ def config_from_args(args: argparse.Namespace, announce: bool = True) -> Config:
     path = args.config
     if path is None and DEFAULT_CONFIG_PATH.is_file():
         path = DEFAULT_CONFIG_PATH
-    overrides = list(args.set or [])
-    for flag, key in (("model", "model.path"), ("cutoff", "model.cutoff"), ("threads", "model.threads")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(str(value)) if flag == 'model' else value}")
-    if getattr(args, "edgetpu", False):
-        overrides.append("model.edgetpu=true")
-    config = load_config(path, overrides)
+    config = load_config(path, list(args.set or []), model_flags(args))
     if announce:
         print(f"blankfilter: {config_in_use(config, len(args.set or []))}", file=sys.stderr, flush=True)
     return config
+
+
+def model_flags(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The model flags as config overrides, each with the option as typed, so an error names the flag."""
+    flags = []
+    for flag, key in (("model", "model.path"), ("cutoff", "model.cutoff"), ("threads", "model.threads")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            flags.append((f"{key}={json.dumps(str(value)) if flag == 'model' else value}", f"--{flag} {value}"))
+    if getattr(args, "edgetpu", False):
+        flags.append(("model.edgetpu=true", "--edgetpu"))
+    return flags
 
 
 def config_in_use(config: Config, sets: int = 0) -> str:

@@ -29,7 +29,11 @@ def register(sub: Any) -> None:
     add = verbs.add_parser("add", help="add known-empty frames of one camera as references")
     add_common(add)
     add.add_argument("files", nargs="+", type=Path, metavar="FILE", help="JPEG frames with no animal in them")
-    add.add_argument("--camera", help="camera name: its inbox sub-folder (default: from the file's place in the inbox)")
+    add.add_argument(
+        "--camera",
+        help="camera name: its inbox sub-folder (default: from the file's place in the inbox; required for "
+        "files outside the inbox)",
+    )
     add.add_argument("--mode", choices=MODES, help="lighting mode (default: day, or ir for greyscale frames)")
     add.set_defaults(func=cmd_add)
     capture = verbs.add_parser("capture", help="the next frames the camera takes become references (deployment)")
@@ -50,21 +54,33 @@ def register(sub: Any) -> None:
     reset.set_defaults(func=cmd_reset)
 
 
-def _setup(args: argparse.Namespace) -> tuple[Config, FeatureExtractor, ReferenceBank]:
+def _setup(args: argparse.Namespace, config: Config | None = None) -> tuple[Config, FeatureExtractor, ReferenceBank]:
     from firmware_app.app import open_bank, open_extractor
 
-    config = config_from_args(args)
+    config = config or config_from_args(args)
     extractor = open_extractor(config, required=True)
     assert extractor is not None
     return config, extractor, open_bank(config, extractor)
 
 
-def camera_for(path: Path, inbox: Path) -> str:
-    """A file inside the inbox belongs to the camera of its sub-folder, as the folder loop sees it."""
+def camera_for(path: Path, inbox: Path) -> str | None:
+    """A file inside the inbox belongs to the camera of its sub-folder, as the folder loop sees it (a
+    file in the inbox itself: camera '.', as the loop names it too); a file outside it: None, unknown."""
     try:
         return camera_of(path.resolve().relative_to(inbox.resolve()).as_posix())
     except ValueError:
-        return "."
+        return None
+
+
+def check_cameras(files: list[Path], inbox: Path) -> None:
+    """Without --camera every file must be in the inbox, where its sub-folder names its camera."""
+    outside = [str(p) for p in files if camera_for(p, inbox) is None]
+    if outside:
+        raise ConfigError(
+            f"reference add: {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in the inbox "
+            f"(source.inbox = {inbox}), so the camera is unknown: give --camera NAME, the inbox sub-folder "
+            "that camera's frames arrive in"
+        )
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -72,7 +88,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     from firmware_app.context import CameraContext
     from firmware_app.judge import Judge
 
-    config, extractor, bank = _setup(args)
+    config = config_from_args(args)
+    if not args.camera:
+        check_cameras(args.files, config.source.inbox)
+    config, extractor, bank = _setup(args, config)
     context = CameraContext(extractor, bank, context_settings(config, extractor))
     judge, failed = Judge(config, load_model(config), context), 0
     by_camera: dict[str, list[tuple[bytes, str]]] = {}
@@ -83,7 +102,9 @@ def cmd_add(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read ({exc.strerror or exc}): not added")
             failed += 1
             continue
-        by_camera.setdefault(args.camera or camera_for(path, config.source.inbox), []).append((data, str(path)))
+        camera = args.camera or camera_for(path, config.source.inbox)
+        assert camera is not None  # check_cameras
+        by_camera.setdefault(camera, []).append((data, str(path)))
     for camera, frames in by_camera.items():
         for (_, source), outcome in zip(frames, judge.add_references(camera, frames, args.mode), strict=True):
             if isinstance(outcome, ImageError):

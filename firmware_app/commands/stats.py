@@ -10,12 +10,45 @@ from typing import Any
 from firmware_app.commands.common import EXIT_OK, add_common, config_from_args
 from firmware_app.errors import ConfigError
 
+# The clock a day is counted on: frames are grouped by the day they were captured, where known.
+CLOCKS = {
+    "camera": "camera clock (EXIF, no zone)",
+    "utc": "UTC (the file's time, or a camera source's capture time)",
+    "processed": "UTC, processing time (no capture time recorded)",
+}
+DAY_FIELDS = ("day", "clock", "frames", "blank", "nonblank", "failed_kept")
+MODEL_FIELDS = ("model", "version", "frames")
+
 
 def register(sub: Any) -> None:
-    stats = sub.add_parser("stats", help="summarise the ledger")
+    stats = sub.add_parser(
+        "stats",
+        help="summarise the ledger",
+        description="What the ledger says: frames per capture day (the last 14 days), blank ratio, actions, "
+        "camera-context states, reference freshness, the MQTT outbox and recent errors. Only reads the ledger. "
+        "A day is counted on the clock its capture time came from (the `clock` of each day): "
+        + "; ".join(f"{code}: {text}" for code, text in CLOCKS.items()),
+    )
     add_common(stats, model_flags=False)
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object (days and models as lists of objects with named fields)",
+    )
     stats.set_defaults(func=cmd_stats)
+
+
+def named(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows as objects, so a reader of the JSON needs no column order."""
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def day_rows(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Frames per capture day and clock; a count over frames not yet decided is 0, not null."""
+    return [
+        {k: v or 0 for k, v in day.items()} | {"day": day["day"], "clock": day["clock"]}
+        for day in named(rows, DAY_FIELDS)
+    ]
 
 
 def age(iso: object) -> str:
@@ -46,6 +79,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     stats["references"] = freshness(config.bank_path)
+    stats["days"], stats["models"] = day_rows(stats["days"]), named(stats["models"], MODEL_FIELDS)
+    stats["clocks"] = CLOCKS
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
         return EXIT_OK
@@ -58,16 +93,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"[bold]{config.ledger_path}[/]: {stats['frames']} frames in {stats['bursts']} bursts, "
         f"blank ratio {ratio}, {stats['pending']} pending, {stats['skipped']} non-frame files skipped"
     )
-    table = Table("day (UTC)", "frames", "blank", "non-blank", "failed (kept)")
-    for day, total, blank, nonblank, unknown in stats["days"]:
-        table.add_row(day, str(total), str(blank or 0), str(nonblank or 0), str(unknown or 0))
+    table = Table("capture day", "clock", "frames", "blank", "non-blank", "failed (kept)")
+    for d in stats["days"]:
+        table.add_row(d["day"], CLOCKS.get(d["clock"], d["clock"]), *(str(d[k]) for k in DAY_FIELDS[2:]))
     console.print(table)
     actions = Table("action", "frames")
     for action, count in sorted(stats["by_action"].items()):
         actions.add_row(str(action), str(count))
     console.print(actions)
-    for model, version, count in stats["models"]:
-        console.print(f"model {model} {version}: {count} frames")
+    for m in stats["models"]:
+        console.print(f"model {m['model']} {m['version']}: {m['frames']} frames")
     context = ", ".join(f"{state} {n}" for state, n in sorted(stats["context"].items()))
     console.print(f"camera context (scored frames): {context or '-'}")
     for ref in stats["references"]:
