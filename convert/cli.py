@@ -340,11 +340,13 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m convert`: the same commands without the trap's."""
+    from firmware_app.commands.common import setup_logging
     from firmware_app.errors import BlankfilterError
 
     parser = argparse.ArgumentParser(prog="python -m convert", description="blankfilter model tools")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    setup_logging("warning", interactive=True)  # as `blankfilter`: plain messages
     try:
         return int(args.func(args))
     except BlankfilterError as exc:
