@@ -13,8 +13,8 @@ from firmware_app.errors import ConfigError
 # The clock a day is counted on: frames are grouped by the day they were captured, where known.
 CLOCKS = {
     "camera": "camera clock (EXIF, no zone)",
-    "utc": "UTC (the file's time, or a camera source's capture time)",
-    "processed": "UTC, processing time (no capture time recorded)",
+    "utc": "UTC (file time, or camera source)",
+    "processed": "UTC, processing time (no capture time)",
 }
 DAY_FIELDS = ("day", "clock", "frames", "blank", "nonblank", "failed_kept")
 MODEL_FIELDS = ("model", "version", "frames")
