@@ -1,5 +1,5 @@
 """A real mosquitto for the MQTT tests, on a free port, started and stopped by the test; and a
-subscriber that records what arrives. CI installs mosquitto (.ci/run); without it these tests skip
+subscriber that records what arrives. scripts/test installs mosquitto (as root with apt); without it these tests skip
 and say how to install it."""
 
 from __future__ import annotations
