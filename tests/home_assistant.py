@@ -23,7 +23,8 @@ from mqtt_broker import free_port, wait_until
 REPO = Path(__file__).resolve().parent.parent
 HA_VERSION = "2025.4.4"
 # Log lines that are Home Assistant's own business on a bare machine, not a problem with our configs.
-BENIGN = ("Skipping pip installation of required modules",)
+# (libturbojpeg only speeds up camera snapshots; Debian's libturbojpeg0 silences it.)
+BENIGN = ("Skipping pip installation of required modules", "Error loading libturbojpeg")
 
 
 @cache
