@@ -250,7 +250,10 @@ def summary(config: Config, bursts: list[list[Row]], outbox: int, tally: Tally) 
     audited = [b for b in bursts if b not in kept and any(r.action == Action.AUDIT for r in b)]
     discarded = [b for b in bursts if b not in kept and b not in audited]
     frames = sum(len(b) for b in bursts)
-    n = lambda group: f"{sum(len(b) for b in group)} frame(s) in {len(group)} burst(s)"  # noqa: E731
+
+    def n(group: list[list[Row]]) -> str:
+        return f"{sum(len(b) for b in group)} frame(s) in {len(group)} burst(s)"
+
     discard_to = rel(store / FOLDERS[Action.QUARANTINED]) + "/" if config.store.discard == "quarantine" else ""
     lines = [
         "== In short",

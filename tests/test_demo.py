@@ -21,9 +21,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FRAMES
+from mqtt_broker import Subscriber, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "scripts" / "lib.sh"
@@ -147,6 +149,34 @@ def test_demo_ends_with_what_was_kept_discarded_and_audited_where_and_the_events
     assert f"Events:    {waiting} kept burst(s) wait in the ledger's outbox for an MQTT broker" in summary
     assert "--set mqtt.host=BROKER" in summary
     assert "2026" not in summary.split("Against")[0]  # no processing dates posing as capture days
+
+
+def test_the_command_the_demo_gives_sends_its_waiting_events_to_a_broker(
+    demo: tuple[Path, str], broker: Any, tmp_path: Path
+) -> None:
+    root, stdout = demo
+    copy = tmp_path / "checkout"
+    shutil.copytree(root, copy, symlinks=True)  # the demo's own ledger stays as the other tests read it
+    command = re.search(r"to send them: (blankfilter run .*--set mqtt\.host=)BROKER", stdout)
+    assert command, stdout
+    words = command.group(1).split()
+    subscriber = Subscriber(broker.port, "blankfilter/demo-trap/event").ready()
+    try:
+        exe = Path(sys.executable).parent / words[0]
+        done = subprocess.run(
+            [str(exe), *words[1:-1], f"{words[-1]}127.0.0.1", "--set", f"mqtt.port={broker.port}"],
+            cwd=copy, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        said = re.search(r"Events:    (\d+) kept burst", stdout)
+        waiting = int(said.group(1)) if said else 0
+        assert waiting > 0, stdout
+        wait_until(lambda: len(subscriber.on("blankfilter/demo-trap/event")) >= waiting, 30, "the demo's events")
+    finally:
+        subscriber.close()
+    db = sqlite3.connect(f"file:{copy / 'demo' / 'store' / 'ledger.db'}?mode=ro", uri=True)
+    assert db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0] == 0
+    db.close()
 
 
 # -- scripts/lib.sh: what scripts/test and scripts/demo decide -------------------------------------
