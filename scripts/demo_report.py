@@ -264,7 +264,7 @@ def summary(config: Config, bursts: list[list[Row]], outbox: int, tally: Tally) 
            if discard_to else f" ({config.store.discard})"),
         f"Audited:   {n(audited)}: empty bursts kept anyway in {rel(store / 'audit')}/ "
         f"(a share of store.audit_rate = {config.store.audit_rate}) so a person can check what is discarded",
-        f"Events:    {outbox} kept burst(s) wait in the ledger's outbox for an MQTT broker; to send them: "
+        f"Events:    {outbox} event(s) wait in the ledger's outbox for an MQTT broker; to send them: "
         f"blankfilter run --once --config {rel(Path(config.origin))} --set mqtt.host=BROKER",
         f"Ledger:    {rel(config.ledger_path)}: every frame's score, decision and destination "
         f"(blankfilter stats --config {rel(Path(config.origin))})",
