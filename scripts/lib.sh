@@ -110,17 +110,20 @@ missing_apt_packages() {
 # install_apt_packages [arm64]: install what is missing when root with apt; otherwise stop with the
 # one command that installs it.
 install_apt_packages() {
-  local missing
-  missing=$(missing_apt_packages "${1:-}")
-  [ -z "$missing" ] && return 0
+  # shellcheck disable=SC2046  # one word per package
+  apt_install $(missing_apt_packages "${1:-}")
+}
+
+# apt_install PACKAGE...: as root with apt, install them; otherwise say the one line that does, status 1.
+apt_install() {
+  [ $# -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing system packages: $missing"
+    echo "== installing system packages: $*"
     apt-get update -qq
-    # shellcheck disable=SC2086  # one word per package
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
     return 0
   fi
-  echo "missing system packages; install them with: sudo apt-get install -y $missing" >&2
+  echo "missing system packages; install them with: sudo apt-get install -y $*" >&2
   return 1
 }
 
@@ -138,6 +141,9 @@ make_venv() {
     python_fits "$version" "${3:-}" && return 0
     echo "$1 is on $version, which does not fit: remove it (rm -rf $1) and run again" >&2
     return 1
+  fi
+  if ! "$2" -c 'import ensurepip' 2>/dev/null; then # Debian's Python makes venvs only with its -venv package
+    apt_install "python$(python_version "$2")-venv" || return 1
   fi
   echo "== creating $1 with $2"
   "$2" -m venv "$1"
