@@ -168,20 +168,31 @@ def shows_the_latest_thumbnail(ha: HomeAssistant, sub: Subscriber) -> bool:
 
 
 def agrees_with_status(ha: HomeAssistant, sub: Subscriber) -> bool:
-    """Frames today, last animal and blank ratio as the trap's last status says (ratio: a number, or
-    unknown when the trap has decided nothing today)."""
+    """Frames today, last animal, blank ratio, disk free and CPU temperature as the trap's last status
+    says (a number, or unknown where the status has none: the ratio before the day's first decision,
+    the temperature on a machine without a thermal zone)."""
     status = sub.json_on(f"{BASE}/status")[-1]
     shown = trap_states(ha)
-    if shown["frames_today"] != str(status["frames_today"]["seen"]) or status["last_event_at"] is None:
+    if shown["frames_today"] != str(status["frames_today"]["seen"]):
         return False
-    if datetime.fromisoformat(shown["last_event"]) != datetime.fromisoformat(status["last_event_at"]):
+    last = status["last_event_at"]
+    if (shown["last_event"] == "unknown") != (last is None):
+        return False
+    if last is not None and datetime.fromisoformat(shown["last_event"]) != datetime.fromisoformat(last):
         return False
     ratio = status["blank_ratio_today"]
-    if ratio is None:
-        return shown["blank_ratio"] == "unknown"
-    return shown["blank_ratio"] not in ("unknown", "unavailable") and float(shown["blank_ratio"]) == round(
-        ratio * 100, 1
+    return (
+        shows(shown["blank_ratio"], None if ratio is None else round(ratio * 100, 1))
+        and shows(shown["disk_free"], status.get("disk_free_mb"))
+        and shows(shown["cpu_temperature"], status.get("cpu_temperature_c"))
+        and shows(shown["cutoff"], status["model"]["cutoff"])
     )
+
+
+def shows(state: str, value: float | None) -> bool:
+    if value is None:
+        return state == "unknown"
+    return state not in ("unknown", "unavailable") and float(state) == value
 
 
 def test_with_the_remote_cutoff_a_cutoff_number_set_in_home_assistant_reaches_the_trap(
@@ -194,6 +205,10 @@ def test_with_the_remote_cutoff_a_cutoff_number_set_in_home_assistant_reaches_th
         wait_for_entities(ha, set(expected))
         assert_one_device_with(ha, expected)
         start = json.loads(sub.on(f"{BASE}/config")[-1])["cutoff"]
+        wait_until(lambda: bool(sub.on(f"{BASE}/status")), 15, "the status")
+        assert sub.json_on(f"{BASE}/status")[-1]["blank_ratio_today"] is None, "nothing decided yet"
+        wait_until(lambda: agrees_with_status(ha, sub), 15, "the states of a trap that has decided nothing")
+        assert trap_states(ha)["blank_ratio"] == "unknown"
         wait_until(lambda: state(ha, NUMBER[1]) == str(start), 15, "the number showing the trap's cutoff")
         ha.call("number", "set_value", entity_id=NUMBER[1], value=0.42)
         wait_until(lambda: sub.on(f"{BASE}/set/cutoff")[-1:] == [b"0.42"], 15, "Home Assistant's set/cutoff")
