@@ -248,4 +248,5 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
     publisher.on_failure = trap.loop.stop  # a publisher that gave up ends the run: `run` exits 1, systemd restarts
     publisher.start()
     trap.loop.on_event = publisher.wake
+    trap.loop.on_decided = publisher.decided
     return publisher

@@ -177,9 +177,18 @@ class MqttSection:
     tls_insecure: bool = opt(False, "skip the broker host name check (testing only)")
     keepalive_s: int = opt(60, "MQTT keepalive", lo=5, hi=3600)
     status_interval_s: float = opt(300.0, "heartbeat period of the retained status topic", lo=5, hi=86400)
+    status_min_interval_s: float = opt(
+        10.0, "the status is also published after decided bursts, at most once per this many seconds", lo=1, hi=86400
+    )
     backlog_rate: float = opt(50.0, "events per second at most when sending a backlog", lo=0.1, hi=10000)
     thumbnail_px: int = opt(160, "long side of the event's JPEG thumbnail; 0: no thumbnail", lo=0, hi=1024)
     thumbnail_max_kb: float = opt(12.0, "thumbnail size cap (quality, then size, go down to fit)", lo=1, hi=256)
+    animal_off_delay_s: float = opt(
+        60.0, "<prefix>/<trap.id>/animal goes OFF this long after the last kept burst's event", lo=1, hi=86400
+    )
+    late_after_s: float = opt(
+        300.0, 'an event published this long or longer after it was decided carries "late": true', lo=1, hi=31536000
+    )
     drain_s: float = opt(10.0, "run --once: how long to wait for the broker to take the events", lo=0, hi=3600)
     remote_cutoff: bool = opt(False, "accept a new cutoff on <prefix>/<trap.id>/set/cutoff (0.01..0.99)")
     ha_discovery: bool = opt(False, "publish Home Assistant MQTT discovery configs")

@@ -3,7 +3,9 @@ across broker outages, restarts and kill -9; availability, status, remote cutoff
 
 from __future__ import annotations
 
+import base64
 import io
+import itertools
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from conftest import BURSTS, FRAMES, MODELS
+from conftest import ALL_FRAMES, BURSTS, FRAMES, MODELS
 from mqtt_broker import Broker, Subscriber, free_port, wait_until
 from PIL import Image, ImageEnhance
 from test_cli_run import log_has, started
@@ -124,6 +126,7 @@ def test_run_once_publishes_every_kept_burst_with_status_and_availability(
     for event in events.values():
         jsonschema.validate(event, EVENT_SCHEMA)
         assert event["trap_id"] == "trap-01" and "thumbnail" in event
+        assert "late" not in event, "decided a moment ago: not late"
         assert all((store / f["file"]).is_file() for f in event["frames"])  # the files are where it says
     assert undelivered(store) == 0
     statuses = sub.json_on(f"{TOPIC}/status")
@@ -131,10 +134,10 @@ def test_run_once_publishes_every_kept_burst_with_status_and_availability(
     jsonschema.validate(statuses[-1], STATUS_SCHEMA)
     assert statuses[-1]["model"]["cutoff"] > 0
     assert sub.on(f"{TOPIC}/availability")[0] == b"online"
-    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1] == b"offline", 5, "offline on a clean stop")
+    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1] == b"stopped", 5, "stopped on a clean stop")
     late = Subscriber(broker.port, f"{TOPIC}/#")  # retained: what a dashboard sees when it connects later
     wait_until(lambda: bool(late.on(f"{TOPIC}/status")) and bool(late.on(f"{TOPIC}/availability")), 5, "retained")
-    assert late.on(f"{TOPIC}/availability") == [b"offline"]
+    assert late.on(f"{TOPIC}/availability") == [b"stopped"]
     assert not late.on(f"{TOPIC}/event")  # events are not retained
     late.close()
     assert "MQTT: connected" in done.stderr
@@ -303,7 +306,8 @@ def test_home_assistant_discovery_and_republish_on_ha_restart(
         config_topic = "homeassistant/sensor/trap-01/blank_ratio/config"
         wait_until(lambda: bool(sub.on(config_topic)), 15, "discovery configs")
         cfg = json.loads(sub.on(config_topic)[0])
-        assert cfg["state_topic"] == f"{TOPIC}/status" and cfg["availability_topic"] == f"{TOPIC}/availability"
+        assert cfg["state_topic"] == f"{TOPIC}/status"
+        assert [a["topic"] for a in cfg["availability"]] == [f"{TOPIC}/availability"]
         assert cfg["unique_id"] == "blankfilter_trap-01_blank_ratio"
         assert sub.on("homeassistant/binary_sensor/trap-01/animal/config")
         publish(broker.port, "homeassistant/status", "online")
@@ -568,3 +572,87 @@ def test_run_exits_1_when_the_publisher_gives_up_so_systemd_restarts_it(
         signal.signal(signal.SIGINT, signal.default_int_handler)
     assert rc == 1
     assert time.monotonic() - started_at < 60
+
+
+# -- status after decisions, availability `stopped`, thumbnail, animal (issue 19) ----------------------
+def status_seen(payload: bytes) -> int:
+    return int(json.loads(payload)["frames_since_start"]["seen"])
+
+
+def test_the_status_retained_after_run_once_counts_the_frames_of_that_run_and_comes_before_stopped(
+    tmp_path: Path, broker: Broker, sub: Subscriber, make_inbox: Callable[..., Path], run_cli: Any,
+    store_args: Callable[..., list[str]],
+) -> None:  # fmt: skip
+    make_inbox()
+    run_cli("run", "--once", *mqtt_args(store_args, broker.port), check_rc=0)
+    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1:] == [b"stopped"], 10, "stopped")
+    later = Subscriber(broker.port, f"{TOPIC}/status").ready()
+    wait_until(lambda: bool(later.on(f"{TOPIC}/status")), 5, "the retained status")
+    status = later.json_on(f"{TOPIC}/status")[-1]
+    later.close()
+    jsonschema.validate(status, STATUS_SCHEMA)
+    rows = query(tmp_path / "store", "SELECT COUNT(*) FROM frames")
+    assert rows is not None and status["frames_since_start"]["seen"] == rows[0][0] == len(ALL_FRAMES)
+    assert status["frames_since_start"]["kept"] > 0 and status["frames_since_start"]["discarded"] > 0
+    with sub.lock:
+        order = [(t, p) for t, p, _ in sub.messages if t in (f"{TOPIC}/status", f"{TOPIC}/availability")]
+    assert order[-1] == (f"{TOPIC}/availability", b"stopped")
+    assert order[-2][0] == f"{TOPIC}/status" and status_seen(order[-2][1]) == len(ALL_FRAMES), "a last status"
+
+
+def test_the_daemon_publishes_the_status_after_decided_bursts_at_most_once_per_min_interval(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    inbox, log = tmp_path / "inbox", tmp_path / "daemon.log"
+    inbox.mkdir()
+    with started(daemon_args(store_args, broker.port, mqtt__status_min_interval_s=1), log) as proc:
+        wait_until(lambda: bool(sub.on(f"{TOPIC}/status")), 15, "the status at connect")
+        add_bursts(inbox, "a", 1_700_000_000)  # the heartbeat is 300 s away: only the bursts can bring one
+        wait_until(lambda: any(status_seen(p) == len(ALL_FRAMES) for p in sub.on(f"{TOPIC}/status")), 60,
+                   "a status that counts every frame, while the daemon runs")  # fmt: skip
+        running = sub.json_on(f"{TOPIC}/status")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    times = [datetime.fromisoformat(s["at"].replace("Z", "+00:00")).timestamp() for s in running]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= 0.95, f"statuses {gaps} s apart: mqtt.status_min_interval_s = 1 allows 1 s"
+    assert sub.on(f"{TOPIC}/availability")[-1] == b"stopped"
+
+
+def test_kept_bursts_leave_their_thumbnail_retained_as_a_raw_jpeg_and_animal_goes_on_then_off_at_the_stop(
+    tmp_path: Path, broker: Broker, sub: Subscriber, make_inbox: Callable[..., Path], run_cli: Any,
+    store_args: Callable[..., list[str]],
+) -> None:  # fmt: skip
+    make_inbox()
+    run_cli("run", "--once", *mqtt_args(store_args, broker.port), check_rc=0)
+    wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1:] == [b"stopped"], 10, "stopped")
+    later = Subscriber(broker.port, f"{TOPIC}/#").ready()
+    wait_until(lambda: bool(later.on(f"{TOPIC}/thumbnail")) and bool(later.on(f"{TOPIC}/animal")), 5, "retained")
+    thumbnail, animal = later.on(f"{TOPIC}/thumbnail")[-1], later.on(f"{TOPIC}/animal")
+    later.close()
+    with Image.open(io.BytesIO(thumbnail)) as image:
+        assert image.format == "JPEG" and max(image.size) <= 160
+        image.load()  # the whole picture decodes
+    newest = sub.json_on(f"{TOPIC}/event")[-1]  # sent oldest first: the last one is the latest burst
+    assert thumbnail == base64.b64decode(newest["thumbnail"]["jpeg_base64"])
+    assert b"ON" in sub.on(f"{TOPIC}/animal"), "ON with the events"
+    assert sub.on(f"{TOPIC}/animal")[-1] == b"OFF" and animal == [b"OFF"], "OFF at the clean stop"
+
+
+def test_animal_goes_off_after_the_off_delay_without_another_kept_burst(
+    tmp_path: Path, broker: Broker, sub: Subscriber, store_args: Callable[..., list[str]]
+) -> None:
+    inbox, store = tmp_path / "inbox", tmp_path / "store"
+    inbox.mkdir()
+    with started(daemon_args(store_args, broker.port, mqtt__animal_off_delay_s=1), tmp_path / "d.log") as proc:
+        wait_until(lambda: sub.on(f"{TOPIC}/animal") == [b"OFF"], 15, "OFF at connect")
+        add_bursts(inbox, "a", 1_700_000_000)
+        wait_until(lambda: b"ON" in sub.on(f"{TOPIC}/animal"), 60, "ON with the first kept burst's event")
+        on_at = time.monotonic()
+        wait_until(lambda: len(kept_bursts(store)) > 0 and undelivered(store) == 0
+                   and sub.on(f"{TOPIC}/animal")[-1] == b"OFF", 60, "OFF after the delay")  # fmt: skip
+        assert time.monotonic() - on_at >= 0.9, "not before mqtt.animal_off_delay_s"
+        assert proc.poll() is None, "OFF while the daemon still runs: the delay, not the stop"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

@@ -1,4 +1,5 @@
-"""A backlog drains whole and at the configured rate: bench/mqtt_drain.py's machinery, smaller.
+"""A backlog drains whole and at the configured rate: bench/mqtt_drain.py's machinery, smaller; and
+events sent long after their decision say they are late.
 
 The real Publisher (in its own process) against a real mosquitto, on an outbox filled with events
 built as the pipeline builds them. Speed is measured by the benchmark, not asserted here; only the
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import jsonschema
 import pytest
-from mqtt_broker import mosquitto_binary
+from mqtt_broker import Broker, Subscriber, free_port, mosquitto_binary, wait_until
+from test_mqtt import EVENT_SCHEMA, TOPIC, kept_bursts, mqtt_args, received_bursts, undelivered
 
 
 def load_bench() -> ModuleType:
@@ -69,3 +74,33 @@ def test_backlog_drains_near_the_configured_rate(tmp_path: Path, port: int) -> N
     # (a 5 s idle wait between batches) it took about 10 s.
     floor = bench.floor_s(60, bench.DEFAULT_RATE)
     assert run.seconds < 10 * floor, f"60 events at backlog_rate 50 took {run.seconds:.1f} s (the limit: {floor} s)"
+
+
+def test_events_sent_from_a_backlog_after_the_broker_comes_up_say_late(
+    tmp_path: Path, make_inbox: Callable[..., Path], run_cli: Any, store_args: Callable[..., list[str]]
+) -> None:
+    """Decided while no broker listens, sent by a later run once it does, more than mqtt.late_after_s
+    after their decision: each says `"late": true` (and animal stays OFF: nothing is there now)."""
+    make_inbox()
+    port = free_port()  # nothing listens there yet
+    run_cli("run", "--once", *mqtt_args(store_args, port, mqtt__drain_s=0), check_rc=0)
+    store = tmp_path / "store"
+    waiting = undelivered(store)
+    assert waiting == len(kept_bursts(store)) > 0
+    time.sleep(1.2)  # older than mqtt.late_after_s = 1
+    broker = Broker(tmp_path / "broker", port=port).start()
+    try:
+        sub = Subscriber(port).ready()
+        run_cli("run", "--once", *mqtt_args(store_args, port, mqtt__late_after_s=1), check_rc=0)
+        wait_until(lambda: len(received_bursts(sub)) >= waiting, 10, "the backlog")
+        events = received_bursts(sub)
+        for event in events.values():
+            jsonschema.validate(event, EVENT_SCHEMA)
+            assert event["late"] is True
+        assert {e["burst"] for e in events.values()} == kept_bursts(store)
+        assert undelivered(store) == 0
+        assert b"ON" not in sub.on(f"{TOPIC}/animal")
+        assert sub.on(f"{TOPIC}/thumbnail"), "the latest kept burst's picture, late or not"
+        sub.close()
+    finally:
+        broker.stop()

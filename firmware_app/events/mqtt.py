@@ -3,9 +3,12 @@
 One thread owns the client: it connects (with backoff, one clear log line per new problem), runs
 paho's network loop, publishes undelivered events oldest first at a bounded rate with QoS 1, and
 marks an event delivered only when its PUBACK arrives. A resend after a reconnect may deliver an
-event twice; subscribers de-duplicate on `event_id`. It also keeps `availability` (retained,
-`offline` as the last will and on a clean stop), the retained `status` heartbeat, the optional
-remote cutoff and Home Assistant discovery.
+event twice; subscribers de-duplicate on `event_id`; an event sent mqtt.late_after_s or more after
+its decision says `"late": true`. With each kept burst's event go the retained `thumbnail` (raw JPEG)
+and `animal` = ON (OFF after mqtt.animal_off_delay_s without another). It also keeps `availability`
+(retained: `online`; `stopped` on a clean stop, after a last status; `offline` as the last will), the
+retained `status` (a heartbeat, and after decided bursts at most every mqtt.status_min_interval_s),
+the optional remote cutoff and Home Assistant discovery.
 
 The thread has its own ledger connection (SQLite connections stay in their thread).
 
@@ -36,7 +39,7 @@ from firmware_app.config import Config, MqttSection
 from firmware_app.errors import ConfigError, LedgerUnavailable
 from firmware_app.events import discovery
 from firmware_app.events.health import health
-from firmware_app.events.payloads import Topics, build_status, dumps, reference_freshness
+from firmware_app.events.payloads import Topics, as_published, build_status, dumps, reference_freshness, thumbnail_jpeg
 from firmware_app.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,11 @@ class Publisher:
         self._last_problem = ""
         self._refused = ""
         self._ledger: Ledger | None = None
-        self._next_status = 0.0
+        self._next_status = 0.0  # the next heartbeat (monotonic); 0.0: due now (at connect)
+        self._last_status = float("-inf")  # when the last status went out (monotonic)
+        self._status_sent = False  # in this session
+        self._status_due = False  # bursts were decided since the last status
+        self._animal_off_at: float | None = None  # monotonic; None: `animal` is OFF
         self._tokens = float(WINDOW)
         self._tokens_at = time.monotonic()
         self._backlog = False
@@ -153,8 +160,14 @@ class Publisher:
         """New events in the outbox (called by the pipeline after a decision)."""
         self._wake.set()
 
+    def decided(self) -> None:
+        """Bursts were decided (kept or not): a fresh status is due, within mqtt.status_min_interval_s."""
+        self._status_due = True
+        self._wake.set()
+
     def stop(self, drain_s: float = 0.0) -> None:
-        """Give the broker up to drain_s to take what is waiting, then say `offline` and disconnect."""
+        """A clean stop: give the broker up to drain_s to take what is waiting, then publish a last
+        status, `animal` OFF and `stopped`, and disconnect."""
         self._drain_until = time.monotonic() + drain_s
         self._stop.set()
         self._wake.set()
@@ -212,7 +225,7 @@ class Publisher:
     def _drop(self, client: Any) -> None:
         """After a failed session: let the client go (the broker sees the will if it cannot say goodbye)."""
         try:
-            self._goodbye(client)
+            self._goodbye(client, clean=False)
         except Exception:  # the connection may be what failed
             log.debug("MQTT: no clean goodbye after the failure", exc_info=True)
         self.connected = False
@@ -238,7 +251,8 @@ class Publisher:
             if self.connected:
                 self._send(client, ledger)
                 self._heartbeat(client, ledger)
-        self._goodbye(client)
+                self._animal_off(client)
+        self._goodbye(client, clean=True)
 
     def _finished(self, ledger: Ledger) -> bool:
         if not self._stop.is_set():
@@ -249,17 +263,23 @@ class Publisher:
         return self._drain_until - time.monotonic()
 
     def _loop_timeout(self) -> float:
-        """Short while acknowledgements or a backlog are due, long when idle (few wake-ups on battery)."""
+        """Short while acknowledgements or a backlog are due, long when idle (few wake-ups on battery),
+        and back in time for a status held back by the rate limit or for `animal` to go OFF."""
         if self._in_flight or self._stop.is_set():
             return 0.05
         if self._backlog:  # more events wait: come back when the rate limit has a token again
             return max(0.005, min(1.0, (1.0 - self._tokens) / self.m.backlog_rate))
-        return min(IDLE_LOOP_S, self.m.keepalive_s / 2)
+        now, timeout = time.monotonic(), min(IDLE_LOOP_S, self.m.keepalive_s / 2)
+        if self._status_due:
+            timeout = min(timeout, self._last_status + self.m.status_min_interval_s - now)
+        if self._animal_off_at is not None:
+            timeout = min(timeout, self._animal_off_at - now)
+        return max(0.005, timeout)
 
     def _drained(self, ledger: Ledger) -> bool:
         """Nothing in flight or waiting, and the status due at connect sent (`run --once` with nothing
         new would otherwise say online and offline, and never how the trap is)."""
-        return not self._in_flight and self._next_status != 0.0 and ledger.outbox_state()[0] == 0
+        return not self._in_flight and self._status_sent and ledger.outbox_state()[0] == 0
 
     # -- connection -------------------------------------------------------------------------
     def _client(self, ledger: Ledger) -> Any:
@@ -340,13 +360,15 @@ class Publisher:
             log.info("MQTT: connected to %s:%d as %s", self.m.host, self.m.port, self.topics.base)
         self._last_problem = ""
         client.publish(self.topics.availability, "online", qos=1, retain=True)
+        # what it is now: a retained ON left by a trap that lost power must not stay on for ever
+        client.publish(self.topics.animal, "OFF" if self._animal_off_at is None else "ON", qos=1, retain=True)
         if self.hooks.set_cutoff is not None:
             client.subscribe(self.topics.set_cutoff, qos=1)
             self._echo_config(client, "start")
         if self.m.ha_discovery:
             client.subscribe(f"{self.m.ha_prefix}/status", qos=1)
-            discovery.publish(client, self.m.ha_prefix, self.topics, self.config.trap.id, self.hooks.model)
-        self._next_status = 0.0  # a fresh status right away
+        self._discovery(client)  # with discovery off: empties the configs, so HA removes the device
+        self._next_status, self._status_sent = 0.0, False  # a fresh status right away
 
     def _on_disconnect(self, reason_code: Any) -> None:
         was = self.connected
@@ -375,16 +397,33 @@ class Publisher:
             return
         pending = ledger.pending_events(room, exclude=self._in_flight.values())
         self._backlog = len(pending) == room  # a full batch: there may be more
-        sent = []
+        sent, thumbnail, fresh = [], None, False
         for event in pending:
-            info = client.publish(self.topics.event, event.payload, qos=1, retain=False)
+            payload, fields = as_published(event.payload, event.created_at, time.time(), self.m.late_after_s)
+            info = client.publish(self.topics.event, payload, qos=1, retain=False)
             if info.rc != 0:  # not connected any more: the rest waits
                 break
             self._in_flight[info.mid] = event.id
             self._tokens -= 1
             sent.append(event.id)
+            thumbnail = thumbnail_jpeg(fields) or thumbnail  # oldest first: the last one is the latest burst
+            fresh = fresh or not fields.get("late", False)
         if sent:
             ledger.events_sent(sent)
+        if thumbnail is not None:  # one per batch: a backlog's older pictures would be replaced at once
+            client.publish(self.topics.thumbnail, thumbnail, qos=1, retain=True)
+        if fresh:  # a late event (a backlog) says an animal came by, not that one is there now
+            self._animal_on(client)
+
+    def _animal_on(self, client: Any) -> None:
+        if self._animal_off_at is None:
+            client.publish(self.topics.animal, "ON", qos=1, retain=True)
+        self._animal_off_at = time.monotonic() + self.m.animal_off_delay_s
+
+    def _animal_off(self, client: Any) -> None:
+        if self._animal_off_at is not None and time.monotonic() >= self._animal_off_at:
+            client.publish(self.topics.animal, "OFF", qos=1, retain=True)
+            self._animal_off_at = None
 
     def _refill(self) -> float:
         """A token bucket: a backlog drains at mqtt.backlog_rate events/s at most."""
@@ -431,11 +470,16 @@ class Publisher:
         return reference_freshness(rows, now)
 
     def _heartbeat(self, client: Any, ledger: Ledger) -> None:
+        """The status every mqtt.status_interval_s, and after decided bursts (not more often than
+        mqtt.status_min_interval_s), so that it is never a run behind what the trap did."""
         now = time.monotonic()
-        if now < self._next_status:
+        after_bursts = self._status_due and now >= self._last_status + self.m.status_min_interval_s
+        if now < self._next_status and not after_bursts:
             return
         self._next_status = now + self.m.status_interval_s
+        self._status_due = False
         client.publish(self.topics.status, dumps(self.status(ledger)), qos=1, retain=True)
+        self._last_status, self._status_sent = now, True
         self._fails_in_row = 0  # a session that gets its status out works: later failures start a new count
         try:  # delivered events are history: the card keeps a month of them
             ledger.prune_delivered(DELIVERED_KEEP_DAYS)
@@ -467,7 +511,7 @@ class Publisher:
     def _handle_message(self, client: Any, msg: Any, ledger: Ledger) -> None:
         if msg.topic == f"{self.m.ha_prefix}/status":
             if msg.payload == b"online":  # Home Assistant restarted: it forgot the devices
-                discovery.publish(client, self.m.ha_prefix, self.topics, self.config.trap.id, self.hooks.model)
+                self._discovery(client)
             return
         if msg.topic != self.topics.set_cutoff or self.hooks.set_cutoff is None:
             return
@@ -484,12 +528,36 @@ class Publisher:
         self._echo_config(client, "remote")
         self._next_status = 0.0
 
-    def _goodbye(self, client: Any) -> None:
+    def _discovery(self, client: Any) -> None:
+        discovery.publish(client, self.m.ha_prefix, self.topics, self.config.trap.id, self.hooks.model,
+                          enabled=self.m.ha_discovery, remote_cutoff=self.hooks.set_cutoff is not None)  # fmt: skip
+
+    def _goodbye(self, client: Any, clean: bool) -> None:
+        """Clean (a stop): a last status, `animal` OFF, then `stopped`. After a failed session: `offline`,
+        as the will would say (a clean disconnect suppresses the will)."""
         if not self.connected:
             return
-        info = client.publish(self.topics.availability, "offline", qos=1, retain=True)
+        infos = []
+        if clean:
+            status = self._last_status_payload()
+            if status is not None:
+                infos.append(client.publish(self.topics.status, status, qos=1, retain=True))
+            infos.append(client.publish(self.topics.animal, "OFF", qos=1, retain=True))
+            self._animal_off_at = None
+        infos.append(client.publish(self.topics.availability, "stopped" if clean else "offline", qos=1, retain=True))
         deadline = time.monotonic() + 3.0
-        while not info.is_published() and time.monotonic() < deadline:
+        while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
             client.loop(timeout=0.1)
         client.disconnect()
         self.connected = False
+
+    def _last_status_payload(self) -> str | None:
+        """The status at a clean stop: it counts everything the run decided. None if it cannot be built
+        (logged): the stop still says `stopped`, and the retained status stays the previous one."""
+        try:
+            assert self._ledger is not None
+            return dumps(self.status(self._ledger))
+        except Exception as exc:  # the stop must go on
+            self._note_problem(exc)
+            log.error("MQTT: no last status at the stop (%s)", self.problem)
+            return None

@@ -1,7 +1,8 @@
 """The event and status payloads (pure: no I/O) and the topics they go to.
 
 Event `blankfilter-event/1`, one per kept burst (a single frame is a burst of one); subscribers
-de-duplicate on `event_id`, which is stable across restarts and resends. Status
+de-duplicate on `event_id`, which is stable across restarts and resends; one sent long after its
+decision (a backlog) carries `"late": true`. Status
 `blankfilter-status/1`, retained, every mqtt.status_interval_s. JSON Schemas: firmware_app/schemas/.
 """
 
@@ -48,6 +49,14 @@ class Topics:
     @property
     def set_cutoff(self) -> str:
         return f"{self.base}/set/cutoff"
+
+    @property
+    def thumbnail(self) -> str:
+        return f"{self.base}/thumbnail"
+
+    @property
+    def animal(self) -> str:
+        return f"{self.base}/animal"
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,32 @@ def build_event(
         data, width, height = thumbnail
         event["thumbnail"] = {"jpeg_base64": base64.b64encode(data).decode(), "width": width, "height": height}
     return event
+
+
+def as_published(payload: str, created_at: str, now: float, late_after_s: float) -> tuple[str, dict[str, Any]]:
+    """An outbox event as it goes out, and its fields: marked `"late": true` when it was decided
+    (created_at, the outbox's UTC ISO time) late_after_s or longer before now, e.g. a backlog sent
+    after an outage; otherwise its stored bytes, unchanged."""
+    event: dict[str, Any] = json.loads(payload)
+    try:
+        age = now - datetime.fromisoformat(created_at).timestamp()
+    except ValueError:  # an unreadable time: the event still goes, as it is
+        return payload, event
+    if age < late_after_s:
+        return payload, event
+    event["late"] = True
+    return dumps(event), event
+
+
+def thumbnail_jpeg(event: dict[str, Any]) -> bytes | None:
+    """The event's thumbnail as raw JPEG bytes (None: it has none)."""
+    thumbnail = event.get("thumbnail")
+    if not isinstance(thumbnail, dict) or not isinstance(thumbnail.get("jpeg_base64"), str):
+        return None
+    try:
+        return base64.b64decode(thumbnail["jpeg_base64"], validate=True)
+    except ValueError:
+        return None
 
 
 def _frame(f: EventFrame) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from firmware_app.loops.base import Progress, RunSummary
 class Loop(Protocol):
     judge: Judge
     on_event: Callable[[], None] | None  # told after a kept burst's event is in the outbox
+    on_decided: Callable[[], None] | None  # told after a burst was decided and carried out (for the status)
     progress: Progress | None  # told how far it is through the frames found (a folder source)
 
     def run(self) -> RunSummary:

@@ -49,6 +49,7 @@ class LoopBase:
         self.notifier = Notifier()
         self.summary = RunSummary()
         self.on_event: Callable[[], None] | None = None
+        self.on_decided: Callable[[], None] | None = None
         self.progress: Progress | None = None
         self._stop = threading.Event()
 

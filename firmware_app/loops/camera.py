@@ -189,6 +189,8 @@ class CameraLoop(LoopBase):
         self._held = None
         if held.events and self.on_event is not None:
             self.on_event()
+        if self.on_decided is not None:
+            self.on_decided()
 
     def see(self, frame: CapturedFrame, key: str) -> Seen:
         views = self.judge.prepare_array(frame.rgb, self.camera.name)

@@ -425,6 +425,8 @@ class FolderLoop(LoopBase):
             del self._pending[frame.frame_id]
         rows = [self.ledger.find_by_id(frame.frame_id) for frame in burst]
         self.apply_all([row for row in rows if row is not None])
+        if self.on_decided is not None:
+            self.on_decided()
         if verdict.blank and not self.dry_run:
             learnable = [self._learnable.get(f.frame_id) for f in burst]
             if self.judge.learn(camera_of(burst[0].path), verdict.key, learnable):
