@@ -239,10 +239,13 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
             judge.set_cutoff(float(saved))
             log.warning("cutoff %.4f: set remotely earlier (mqtt.remote_cutoff = true), not %s", float(saved),
                         "model.cutoff" if config.model.cutoff is not None else "the model card's")  # fmt: skip
+        restore_camera_cutoffs(trap)
     hooks = Hooks(
         model=(card.name, card.version),
         cutoff=lambda: float(judge.cutoff),
         set_cutoff=judge.set_cutoff if config.mqtt.remote_cutoff else None,
+        set_camera_cutoff=judge.set_camera_cutoff if config.mqtt.remote_cutoff else None,
+        camera_cutoffs=lambda: dict(judge.camera_cutoffs),
     )
     publisher = Publisher(config, hooks, ledger_checked=not trap.dry_run)  # a dry run's ledger is in memory
     publisher.on_failure = trap.loop.stop  # a publisher that gave up ends the run: `run` exits 1, systemd restarts
@@ -250,3 +253,22 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
     trap.loop.on_event = publisher.wake
     trap.loop.on_decided = publisher.decided
     return publisher
+
+
+def restore_camera_cutoffs(trap: Trap) -> None:
+    """The cameras' own cutoffs set remotely earlier (`<base>/set/cutoff/<camera>`), from the ledger."""
+    import json
+
+    from firmware_app.events.mqtt import CAMERA_CUTOFFS_KEY, CUTOFF_RANGE
+
+    saved = trap.ledger.get_meta(CAMERA_CUTOFFS_KEY)
+    try:
+        cameras = json.loads(saved) if saved else {}
+    except ValueError:
+        cameras = {}
+    lo, hi = CUTOFF_RANGE
+    for camera, value in (cameras.items() if isinstance(cameras, dict) else ()):
+        if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
+            trap.judge.set_camera_cutoff(str(camera), float(value))
+            log.warning("camera %r: cutoff %.4f, set remotely earlier (mqtt.remote_cutoff = true)", camera, value)
+

@@ -113,6 +113,8 @@ class StoreSection:
     root: Path = opt(Path("/var/lib/blankfilter"), "kept/, quarantine/, audit/, blank/ and ledger.db live here")
     discard: str = opt("delete", "what happens to blanks", choices=("delete", "quarantine", "keep"))
     audit_rate: float = opt(0.02, "share of blank bursts kept in audit/ to measure misses", lo=0.0, hi=1.0)
+    audit_thumbnail_px: int = opt(640, "long side of an audit message's thumbnail (people look for small animals)",
+                                  lo=64, hi=2048)  # fmt: skip
     quarantine_max_mb: float = opt(1024.0, "quarantine size cap; oldest go first", lo=0, hi=10_000_000)
     quarantine_max_days: float = opt(30.0, "quarantine age cap", lo=0, hi=3650)
     # hi: 1e9 MB (1 PB) is over any card or disk, so "always short of space" can still be said

@@ -38,9 +38,9 @@ from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFra
 from firmware_app.context.bank import BankError
 from firmware_app.context.bars import detect_info_bars
 from firmware_app.context.score import compare
-from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, frame_decision
+from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, camera_of, frame_decision
 from firmware_app.errors import BlankfilterError, ImageError
-from firmware_app.events.payloads import EventFrame, build_event, dumps
+from firmware_app.events.payloads import AuditFrame, EventFrame, build_audit, build_event, dumps
 from firmware_app.events.thumbnail import make_thumbnail, thumbnail_of
 from firmware_app.hashing import sha256_bytes
 from firmware_app.imaging import ImagingSettings, Prepared, decode_jpeg, prepare_array_views, prepare_jpeg_views
@@ -49,6 +49,7 @@ from firmware_app.modelcard import InputSpec
 
 log = logging.getLogger(__name__)
 
+AUDIT_THUMBNAIL_MAX_BYTES = 192 * 1024  # a 640 px JPEG is ~60 KB; under the monitor's 256 KB cap
 CONTEXT_ERRORS = (BlankfilterError, ValueError, RuntimeError, sqlite3.Error)
 
 
@@ -108,6 +109,7 @@ class Judge:
         self._crops: dict[str, tuple[float, float]] = {}  # camera -> its own info-bar crop
         self._capture_pending = False
         self._context_state: dict[tuple[str, str], ContextState] = {}  # (camera, mode) -> last, to log changes
+        self.camera_cutoffs: dict[str, float] = {}  # camera -> its own cutoff (remote), over self.cutoff
 
     @property
     def cutoff_origin(self) -> str:
@@ -117,6 +119,14 @@ class Judge:
         """A new classifier cutoff while running (the remote cutoff): bursts decided from now on use it."""
         self.cutoff = cutoff
         self.cutoffs = Cutoffs(cutoff, self.cutoffs.context)
+
+    def set_camera_cutoff(self, camera: str, cutoff: float) -> None:
+        """One camera's own classifier cutoff (`<base>/set/cutoff/<camera>`, e.g. lowered after its
+        audit sample showed misses): its bursts decided from now on use it instead of the trap's."""
+        self.camera_cutoffs[camera] = cutoff
+
+    def cutoff_for(self, camera: str) -> float:
+        return self.camera_cutoffs.get(camera, self.cutoff)
 
     # -- 1. prepare ---------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -209,7 +219,8 @@ class Judge:
     def decide(self, burst: Sequence[Candidate], low_disk: bool, on_disk: bool, key: str | None = None) -> BurstVerdict:
         """A closed burst: blank or not, and what happens to each frame (`decision.burst_actions`)."""
         key = key or burst_id(burst)
-        verdicts = [frame_decision(f.score, self.cutoffs, f.context_score, f.context_state) for f in burst]
+        cutoffs = Cutoffs(self.cutoff_for(camera_of(burst[0].path)), self.cutoffs.context) if burst else self.cutoffs
+        verdicts = [frame_decision(f.score, cutoffs, f.context_score, f.context_state) for f in burst]
         blank = all(v == Verdict.BLANK for v in verdicts)  # kept whole if any frame is (or is unknown)
         s = self.config.store
         actions = burst_actions(burst, blank, key, s.discard, s.audit_rate, low_disk, on_disk)
@@ -334,6 +345,19 @@ class Judge:
         model = (self.classifier.card.name, self.classifier.card.version)
         payload = build_event(self.config.trap.id, key, frames, self.cutoff, model, thumbnail)
         return OutboxEvent(payload["event_id"], dumps(payload))
+
+    def audit(self, key: str, camera: str, frames: list[AuditFrame], best: Path | np.ndarray | None) -> OutboxEvent:
+        """An audited burst's `audit` message, for the outbox (in the same transaction as its decision),
+        its thumbnail store.audit_thumbnail_px on the long side: big enough to spot a small animal."""
+        side = self.config.store.audit_thumbnail_px
+        cap = AUDIT_THUMBNAIL_MAX_BYTES
+        if isinstance(best, Path):
+            thumbnail = make_thumbnail(best, side, cap)
+        else:
+            thumbnail = thumbnail_of(Image.fromarray(best), side, cap) if best is not None else None
+        context = self.cutoffs.context if self.context is not None else None
+        payload = build_audit(self.config.trap.id, camera, key, frames, (self.cutoff_for(camera), context), thumbnail)
+        return OutboxEvent(payload["id"], dumps(payload), kind="audit")
 
 
 def top_up_frame(source: str, sha256: str, captured_ts: float, seen: Seen) -> TopUpFrame | None:

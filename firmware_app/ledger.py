@@ -48,7 +48,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from firmware_app.actions import DISCARD_ACTIONS, KEPT_ACTIONS, Action, State, Verdict, sql_list
@@ -57,7 +57,7 @@ from firmware_app.sqlite_tx import connect_ro, immediate
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: camera context columns; 3: outbox.kind (audit messages besides events)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     id            INTEGER PRIMARY KEY,
@@ -108,7 +108,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload      TEXT NOT NULL,          -- JSON, as published
     created_at   TEXT NOT NULL,
     delivered_at TEXT,                   -- NULL until the broker acknowledged it (PUBACK)
-    attempts     INTEGER NOT NULL DEFAULT 0
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    kind         TEXT NOT NULL DEFAULT 'event'  -- the topic it goes to: event | audit
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, id);
 """
@@ -242,6 +243,7 @@ class FrameRow:
 class OutboxEvent:
     event_id: str
     payload: str  # JSON
+    kind: str = "event"  # the topic under <base>/: event (a kept burst) | audit (an audited discarded one)
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,7 @@ class PendingEvent:
     payload: str
     created_at: str
     attempts: int
+    kind: str = "event"
 
 
 @dataclass(frozen=True)
@@ -302,12 +305,16 @@ class Ledger:
             )
 
     def _migrate(self) -> None:
-        """Version 1 ledgers (before camera context) gain the context columns; nothing else changes."""
+        """Version 1 ledgers (before camera context) gain the context columns, version 2 ones the
+        outbox's kind (their rows are all events, the column's default); nothing else changes."""
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(frames)")}
         for name, kind in (("context_score", "REAL"), ("context_state", "TEXT")):
             if name not in columns:
                 self.db.execute(f"ALTER TABLE frames ADD COLUMN {name} {kind}")
                 log.info("ledger %s: added column %s (schema version %d)", self.path, name, SCHEMA_VERSION)
+        if "kind" not in {r[1] for r in self.db.execute("PRAGMA table_info(outbox)")}:
+            self.db.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'event'")
+            log.info("ledger %s: added column outbox.kind (schema version %d)", self.path, SCHEMA_VERSION)
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -380,8 +387,8 @@ class Ledger:
         with self.transaction() as db:
             for event in events:
                 db.execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at) VALUES (?, ?, ?)",
-                    (event.event_id, event.payload, at),
+                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at, kind) VALUES (?, ?, ?, ?)",
+                    (event.event_id, event.payload, at, event.kind),
                 )
             for d in decisions:
                 db.execute(
@@ -425,8 +432,8 @@ class Ledger:
                 ids.append(int(cursor.lastrowid or 0))
             for event in events:
                 db.execute(
-                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at) VALUES (?, ?, ?)",
-                    (event.event_id, event.payload, at),
+                    "INSERT OR IGNORE INTO outbox (event_id, payload, created_at, kind) VALUES (?, ?, ?, ?)",
+                    (event.event_id, event.payload, at, event.kind),
                 )
         return ids
 
@@ -500,7 +507,7 @@ class Ledger:
         """Undelivered events, oldest first (a backlog drains in order)."""
         skip = set(exclude)
         rows = self.db.execute(
-            "SELECT id, event_id, payload, created_at, attempts FROM outbox WHERE delivered_at IS NULL"
+            "SELECT id, event_id, payload, created_at, attempts, kind FROM outbox WHERE delivered_at IS NULL"
             " ORDER BY id LIMIT ?",
             (limit + len(skip),),
         )
@@ -548,8 +555,23 @@ class Ledger:
         ).fetchone()
         return {"seen": row[0] or 0, "kept": row[1] or 0, "discarded": row[2] or 0, "failed": row[3] or 0}
 
+    def bursts_by_camera(self) -> dict[str, dict[str, int]]:
+        """Since the ledger began, per camera (a frame's folder under the inbox): bursts discarded,
+        audited (the discarded ones kept in audit/) and kept, for the status' field-recall counts."""
+        rows = self.db.execute(
+            f"SELECT MIN(path), MAX(action IN {sql_list(KEPT_ACTIONS)}), MAX(action = '{Action.AUDIT.value}'),"
+            f" MIN(action IN {sql_list(DISCARD_ACTIONS)}) FROM frames WHERE burst IS NOT NULL AND action IS NOT NULL"
+            f" AND action NOT IN ('{Action.SUPERSEDED.value}', '{Action.VANISHED.value}') GROUP BY burst"
+        ).fetchall()
+        out: dict[str, dict[str, int]] = {"discarded": {}, "audited": {}, "kept": {}}
+        for path, kept, audited, discarded in rows:
+            name = str(PurePosixPath(printable(name_from_db(path) or "")).parent)  # decision.camera_of
+            for key, flag in (("kept", kept), ("audited", audited), ("discarded", discarded and not kept)):
+                out[key][name] = out[key].get(name, 0) + (1 if flag else 0)
+        return out
+
     def last_event_at(self) -> str | None:
-        row = self.db.execute("SELECT MAX(created_at) FROM outbox").fetchone()
+        row = self.db.execute("SELECT MAX(created_at) FROM outbox WHERE kind = 'event'").fetchone()
         return row[0] if row else None
 
     # -- skipped files ----------------------------------------------------------------------

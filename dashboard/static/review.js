@@ -4,7 +4,7 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { audit: null, busy: false };
+  const state = { audit: null, busy: false, sent: new Map() }; // sent: "trap camera" -> what this page published
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -134,7 +134,17 @@
   }
 
   // -- the figure -----------------------------------------------------------------------------------
+  function sentNode(data) {
+    return el("span", { class: "sent", "data-published": data.published }, ` sent ${data.cutoff} on ${data.published}`);
+  }
+
   function proposalNode(c) {
+    const node = proposalState(c);
+    const sent = state.sent.get(`${c.trap} ${c.camera}`);
+    return sent ? el("span", null, node, sentNode(sent)) : node; // stays after the table is drawn again
+  }
+
+  function proposalState(c) {
     const p = c.proposal;
     if (!c.over_limit) {
       const more = c.reviews_needed ? ` · ${c.reviews_needed} more reviews without a miss bound it under ${pct(c.limit, 0)}` : "";
@@ -160,7 +170,8 @@
     button.disabled = true;
     try {
       const data = await postJSON("api/cutoff", { trap, camera, cutoff });
-      button.replaceWith(el("span", { class: "sent", "data-published": data.published }, `sent ${data.cutoff} on ${data.published}`));
+      state.sent.set(`${trap} ${camera}`, data);
+      button.replaceWith(sentNode(data));
     } catch (err) {
       button.disabled = false;
       button.after(el("span", { class: "alarm" }, ` ${err.message}`));

@@ -49,6 +49,8 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 300.0
 IDLE_LOOP_S = 5.0  # network loop timeout when idle: keepalive and new events within 5 s, few wake-ups
 CUTOFF_RANGE = (0.01, 0.99)
 REMOTE_CUTOFF_KEY = "remote_cutoff"
+CAMERA_CUTOFFS_KEY = "camera_cutoffs"  # ledger meta: JSON {camera: cutoff}, from <base>/set/cutoff/<camera>
+MAX_CAMERA_CUTOFFS = 1000
 DELIVERED_KEEP_DAYS = 30
 MAX_CUTOFF_PAYLOAD = 256  # bytes: '{"cutoff": 0.3}' is 15; a longer one is a mistake or an attack
 DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")  # ASCII digits only
@@ -111,6 +113,8 @@ class Hooks:
     model: tuple[str, str]
     cutoff: Callable[[], float]
     set_cutoff: Callable[[float], None] | None = None  # None: remote cutoff off
+    set_camera_cutoff: Callable[[str, float], None] | None = None  # one camera's own (remote cutoff on)
+    camera_cutoffs: Callable[[], dict[str, float]] = dict  # the cameras' own cutoffs in force
 
 
 class Publisher:
@@ -364,6 +368,7 @@ class Publisher:
         client.publish(self.topics.animal, "OFF" if self._animal_off_at is None else "ON", qos=1, retain=True)
         if self.hooks.set_cutoff is not None:
             client.subscribe(self.topics.set_cutoff, qos=1)
+            client.subscribe(self.topics.set_cutoff + "/#", qos=1)  # per camera
             self._echo_config(client, "start")
         if self.m.ha_discovery:
             client.subscribe(f"{self.m.ha_prefix}/status", qos=1)
@@ -399,8 +404,12 @@ class Publisher:
         self._backlog = len(pending) == room  # a full batch: there may be more
         sent, thumbnail, fresh = [], None, False
         for event in pending:
-            payload, fields = as_published(event.payload, event.created_at, time.time(), self.m.late_after_s)
-            info = client.publish(self.topics.event, payload, qos=1, retain=False)
+            if event.kind == "audit":  # an audited burst: to be reviewed, no picture or animal state
+                info = client.publish(self.topics.audit, event.payload, qos=1, retain=False)
+                fields: dict[str, Any] = {"late": True}
+            else:
+                payload, fields = as_published(event.payload, event.created_at, time.time(), self.m.late_after_s)
+                info = client.publish(self.topics.event, payload, qos=1, retain=False)
             if info.rc != 0:  # not connected any more: the rest waits
                 break
             self._in_flight[info.mid] = event.id
@@ -440,7 +449,7 @@ class Publisher:
         return build_status(
             self.config.trap.id, self.started_at, now, ledger.counts_since(started), ledger.counts_since(today),
             ledger.outbox_state(), health(self.config.store.root), self.hooks.model, self.hooks.cutoff(),
-            ledger.last_event_at(), self._references(now), self._health(),
+            ledger.last_event_at(), self._references(now), self._health(), ledger.bursts_by_camera(),
         )  # fmt: skip
 
     def _health(self) -> dict[str, Any] | None:
@@ -487,7 +496,8 @@ class Publisher:
             log.debug("outbox pruning skipped: %s", exc)
 
     def _echo_config(self, client: Any, source: str) -> None:
-        payload = {"cutoff": round(self.hooks.cutoff(), 6), "source": source, "at": datetime.now(UTC).isoformat()}
+        payload = {"cutoff": round(self.hooks.cutoff(), 6), "source": source, "at": datetime.now(UTC).isoformat(),
+                   "remote_cutoff": True, "camera_cutoffs": self.hooks.camera_cutoffs()}  # fmt: skip
         client.publish(self.topics.config, json.dumps(payload), qos=1, retain=True)
 
     def _on_message(self, client: Any, msg: Any, ledger: Ledger) -> None:
@@ -513,6 +523,10 @@ class Publisher:
             if msg.payload == b"online":  # Home Assistant restarted: it forgot the devices
                 self._discovery(client)
             return
+        camera_head = self.topics.set_cutoff + "/"
+        if msg.topic.startswith(camera_head) and self.hooks.set_camera_cutoff is not None:
+            self._camera_cutoff(client, msg, msg.topic[len(camera_head) :], ledger)
+            return
         if msg.topic != self.topics.set_cutoff or self.hooks.set_cutoff is None:
             return
         if msg.retain:
@@ -525,6 +539,27 @@ class Publisher:
         self.hooks.set_cutoff(value)
         ledger.set_meta(REMOTE_CUTOFF_KEY, repr(value))
         log.warning("MQTT: cutoff set remotely to %.4f (persisted; mqtt.remote_cutoff = true)", value)
+        self._echo_config(client, "remote")
+        self._next_status = 0.0
+
+    def _camera_cutoff(self, client: Any, msg: Any, camera: str, ledger: Ledger) -> None:
+        """`<base>/set/cutoff/<camera>`: that camera's own cutoff, checked as the global one, persisted
+        (ledger meta, all cameras' in one JSON) and echoed in `<base>/config` as camera_cutoffs."""
+        if msg.retain:
+            log.info("MQTT: a retained message on %s is ignored: send the cutoff without retain", msg.topic)
+            return
+        value, why = parse_cutoff(msg.payload)
+        if not camera or len(camera) > 200 or not camera.isprintable():
+            value, why = None, f"not a camera name: {_preview(camera.encode())}"
+        elif camera not in self.hooks.camera_cutoffs() and len(self.hooks.camera_cutoffs()) >= MAX_CAMERA_CUTOFFS:
+            value, why = None, f"{MAX_CAMERA_CUTOFFS} cameras have their own cutoff already"
+        if value is None or self.hooks.set_camera_cutoff is None:
+            log.warning("MQTT: camera cutoff ignored: %s (on %s)", why, msg.topic)
+            return
+        self.hooks.set_camera_cutoff(camera, value)
+        ledger.set_meta(CAMERA_CUTOFFS_KEY, json.dumps(self.hooks.camera_cutoffs(), sort_keys=True))
+        log.warning("MQTT: cutoff of camera %r set remotely to %.4f (persisted; mqtt.remote_cutoff = true)",
+                    camera, value)  # fmt: skip
         self._echo_config(client, "remote")
         self._next_status = 0.0
 

@@ -51,6 +51,13 @@ class Topics:
         return f"{self.base}/set/cutoff"
 
     @property
+    def audit(self) -> str:
+        return f"{self.base}/audit"
+
+    def set_camera_cutoff(self, camera: str) -> str:
+        return f"{self.set_cutoff}/{camera}"
+
+    @property
     def thumbnail(self) -> str:
         return f"{self.base}/thumbnail"
 
@@ -133,6 +140,62 @@ def thumbnail_jpeg(event: dict[str, Any]) -> bytes | None:
         return None
 
 
+AUDIT_SCHEMA = "blankfilter-audit/1"
+
+
+@dataclass(frozen=True)
+class AuditFrame:
+    file: str  # in audit/, relative to store.root
+    score: float | None
+    context_score: float | None
+    context_state: str | None
+    action: str
+    captured_ts: float
+
+
+def audit_id(trap_id: str, burst_key: str) -> str:
+    """Stable for a burst, and never an event_id (an audited burst has no event, but the outbox is one)."""
+    return sha256_text(f"audit|{trap_id}|{burst_key}")[:32]
+
+
+def build_audit(
+    trap_id: str,
+    camera: str,
+    burst_key: str,
+    frames: list[AuditFrame],
+    cutoffs: tuple[float, float | None],
+    thumbnail: tuple[bytes, int, int] | None = None,
+) -> dict[str, Any]:
+    """`blankfilter-audit/1`: an audited burst (discarded, kept in audit/) for people to review."""
+    states = {f.context_state for f in frames}
+    audit: dict[str, Any] = {
+        "schema": AUDIT_SCHEMA,
+        "id": audit_id(trap_id, burst_key),
+        "trap": trap_id,
+        "camera": camera,
+        "burst": burst_key,
+        "first_capture": iso(min(f.captured_ts for f in frames)),
+        "last_capture": iso(max(f.captured_ts for f in frames)),
+        "frames": [_audit_frame(f) for f in frames],
+        "context_state": states.pop() if len(states) == 1 else "mixed",
+        "cutoffs": {"cutoff": round(cutoffs[0], 6), "context_cutoff": _round(cutoffs[1])},
+    }
+    if thumbnail is not None:
+        data, width, height = thumbnail
+        audit["thumbnail"] = {"jpeg_base64": base64.b64encode(data).decode(), "width": width, "height": height}
+    return audit
+
+
+def _audit_frame(f: AuditFrame) -> dict[str, Any]:
+    return {
+        "file": f.file,
+        "score": _round(f.score),
+        "context_score": _round(f.context_score),
+        "context_state": f.context_state,
+        "action": f.action,
+    }
+
+
 def _frame(f: EventFrame) -> dict[str, Any]:
     return {
         "file": f.file,
@@ -165,6 +228,7 @@ def build_status(
     last_event_at: str | None,
     references: dict[str, dict[str, dict[str, Any]]] | None = None,
     publisher: dict[str, Any] | None = None,
+    bursts: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """`references` (reference_freshness()): left out when the trap cannot say (no bank, a broken one).
     `publisher`: left out until the MQTT publisher dropped a message or was restarted."""
@@ -191,6 +255,8 @@ def build_status(
         status["references"] = references
     if publisher is not None:
         status["publisher"] = publisher
+    for key, per_camera in (bursts or {}).items():  # Ledger.bursts_by_camera: discarded, audited, kept
+        status[f"{key}_bursts"] = per_camera
     return status
 
 

@@ -28,7 +28,7 @@ from firmware_app.config import CameraSection
 from firmware_app.context import FrameFacts
 from firmware_app.decision import Candidate
 from firmware_app.errors import BlankfilterError
-from firmware_app.events.payloads import EventFrame
+from firmware_app.events.payloads import AuditFrame, EventFrame
 from firmware_app.judge import Judge, Seen, top_up_frame
 from firmware_app.ledger import Decision, Ledger, NewFrame, OutboxEvent
 from firmware_app.loops.base import LoopBase, RunSummary
@@ -169,10 +169,12 @@ class CameraLoop(LoopBase):
         for frame, s, v, action in zip(frames, seen, verdict.verdicts, verdict.actions, strict=True):
             dest, sha, error = self.write(action, key, frame)
             rows.append(self.new_frame(key, frame, s, sha, error))
-            decisions.append(Decision(0, key, v, action, dest, self.judge.cutoff))
+            decisions.append(Decision(0, key, v, action, dest, self.judge.cutoff_for(self.camera.name)))
             event_frames.append(EventFrame(dest or self.rel(key, frame), sha, frame.captured_at.timestamp(), s.score,
                                            s.prepared.gamma if s.prepared else None, s.context_score))  # fmt: skip
         events = [] if verdict.blank else [self.judge.event(key, event_frames, self.best(frames, seen))]
+        if verdict.blank and Action.AUDIT in verdict.actions:  # the audit sample: to be reviewed
+            events.append(self.audit(key, frames, seen, decisions))
         self.summary.bursts += 1
         self.summary.counts.update(str(a) for a in verdict.actions)
         log.info("burst %s: %s (max score %s)", key, verdict.actions[0], _max(seen))
@@ -197,6 +199,15 @@ class CameraLoop(LoopBase):
         facts = FrameFacts(self.rel(key, frame), frame.pixel_sha256, frame.captured_at.timestamp(), None, None,
                            self.judge.cutoff)  # fmt: skip
         return self.judge.see(views, self.camera.name, facts)
+
+    def audit(self, key: str, frames: list[CapturedFrame], seen: list[Seen], decisions: list[Decision]) -> OutboxEvent:
+        """An audited burst's `audit` message (its frames are written to audit/ first, as kept ones are)."""
+        audit_frames = [
+            AuditFrame(d.dest or self.rel(key, f), s.score, s.context_score, s.context_state, d.action,
+                       f.captured_at.timestamp())
+            for f, s, d in zip(frames, seen, decisions, strict=True)
+        ]  # fmt: skip
+        return self.judge.audit(key, self.camera.name, audit_frames, self.best(frames, seen))
 
     def rel(self, key: str, frame: CapturedFrame) -> str:
         """The frame's name under its folder: <camera>/<burst key>_<n>.jpg."""

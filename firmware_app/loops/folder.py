@@ -30,7 +30,7 @@ from firmware_app.actions import WOULD, Action, ContextState, State
 from firmware_app.context import FrameFacts, TopUpFrame
 from firmware_app.decision import Candidate, camera_of, group_bursts
 from firmware_app.errors import BlankfilterError, LedgerUnavailable
-from firmware_app.events.payloads import EventFrame
+from firmware_app.events.payloads import AuditFrame, EventFrame
 from firmware_app.hashing import sha256_bytes, sha256_file
 from firmware_app.imaging import decode_jpeg
 from firmware_app.judge import Judge, Views, top_up_frame
@@ -414,10 +414,12 @@ class FolderLoop(LoopBase):
         verdict = self.judge.decide(burst, low_disk, on_disk=True)
         decisions = [
             Decision(f.frame_id, verdict.key, v, action, self.store.destination(action, f.path, f.sha256),
-                     self.judge.cutoff)
+                     self.judge.cutoff_for(camera_of(f.path)))
             for f, v, action in zip(burst, verdict.verdicts, verdict.actions, strict=True)
         ]  # fmt: skip
         events = [] if verdict.blank else [self.event_for(burst, verdict.key, decisions)]
+        if verdict.blank and Action.AUDIT in verdict.actions:  # the audit sample: to be reviewed
+            events.append(self.audit_for(burst, verdict.key, decisions))
         self.ledger.decide(decisions, events)
         if events and self.on_event is not None:
             self.on_event()
@@ -442,6 +444,15 @@ class FolderLoop(LoopBase):
         ]
         best = max(burst, key=lambda f: -1.0 if f.score is None else f.score)
         return self.judge.event(key, frames, self.store.inbox / best.path)
+
+    def audit_for(self, burst: list[Candidate], key: str, decisions: list[Decision]) -> OutboxEvent:
+        """An audited burst's `audit` message; its thumbnail from the best frame, still in the inbox."""
+        frames = [
+            AuditFrame(printable(d.dest or f.path), f.score, f.context_score, f.context_state, d.action, f.captured_ts)
+            for f, d in zip(burst, decisions, strict=True)
+        ]
+        best = max(burst, key=lambda f: -1.0 if f.score is None else f.score)
+        return self.judge.audit(key, camera_of(burst[0].path), frames, self.store.inbox / best.path)
 
     # -- file operations --------------------------------------------------------------------
     def apply_all(self, rows: list[FrameRow]) -> None:
