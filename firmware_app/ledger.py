@@ -48,7 +48,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TypeVar
 
 from firmware_app.actions import DISCARD_ACTIONS, KEPT_ACTIONS, Action, State, Verdict, sql_list
@@ -118,6 +118,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(delivered_at, id);
 RECOVERED = "recovered"  # `decision` of a row rebuilt by `ledger recover` from a file in the store
 DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT "database disk image is malformed", SQLITE_NOTADB "file is not a database"
 _F = TypeVar("_F", bound=Callable[..., Any])
+NOT_DECIDED = (Action.SUPERSEDED, Action.VANISHED)  # rows that say nothing about their burst's verdict
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -556,18 +557,23 @@ class Ledger:
         return {"seen": row[0] or 0, "kept": row[1] or 0, "discarded": row[2] or 0, "failed": row[3] or 0}
 
     def bursts_by_camera(self) -> dict[str, dict[str, int]]:
-        """Since the ledger began, per camera (a frame's folder under the inbox): bursts discarded,
-        audited (the discarded ones kept in audit/) and kept, for the status' field-recall counts."""
+        """Since the ledger began, per camera (a frame's folder under the inbox, as decision.camera_of:
+        '.' for the inbox itself): bursts discarded, audited (discarded, kept in audit/) and kept, for
+        the status' field-recall counts. One pass in SQL: rtrim(path, <path without its slashes>)
+        leaves the folder and its last '/'."""
         rows = self.db.execute(
-            f"SELECT MIN(path), MAX(action IN {sql_list(KEPT_ACTIONS)}), MAX(action = '{Action.AUDIT.value}'),"
-            f" MIN(action IN {sql_list(DISCARD_ACTIONS)}) FROM frames WHERE burst IS NOT NULL AND action IS NOT NULL"
-            f" AND action NOT IN ('{Action.SUPERSEDED.value}', '{Action.VANISHED.value}') GROUP BY burst"
+            "SELECT camera, SUM(kept), SUM(audited AND NOT kept), SUM(discarded AND NOT kept) FROM ("
+            " SELECT rtrim(MIN(path), replace(MIN(path), '/', '')) AS camera,"
+            f" MAX(action IN {sql_list(KEPT_ACTIONS)}) AS kept, MAX(action = '{Action.AUDIT.value}') AS audited,"
+            f" MIN(action IN {sql_list(DISCARD_ACTIONS)}) AS discarded FROM frames"
+            f" WHERE burst IS NOT NULL AND action IS NOT NULL AND action NOT IN {sql_list(NOT_DECIDED)}"
+            " GROUP BY burst) GROUP BY camera"
         ).fetchall()
         out: dict[str, dict[str, int]] = {"discarded": {}, "audited": {}, "kept": {}}
-        for path, kept, audited, discarded in rows:
-            name = str(PurePosixPath(printable(name_from_db(path) or "")).parent)  # decision.camera_of
-            for key, flag in (("kept", kept), ("audited", audited), ("discarded", discarded and not kept)):
-                out[key][name] = out[key].get(name, 0) + (1 if flag else 0)
+        for folder, kept, audited, discarded in rows:
+            camera = printable(name_from_db(folder) or "").rstrip("/") or "."
+            for key, count in (("kept", kept), ("audited", audited), ("discarded", discarded)):
+                out[key][camera] = out[key].get(camera, 0) + int(count or 0)
         return out
 
     def last_event_at(self) -> str | None:

@@ -249,3 +249,24 @@ def test_a_cameras_cutoff_is_checked_persisted_and_echoed(tmp_path: Path, store_
         sender.disconnect()
         sub.close()
         broker.stop()
+
+
+def test_bursts_are_counted_per_camera_folder_the_inbox_itself_being_dot(tmp_path: Path) -> None:
+    from firmware_app.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    rows = [("f1.jpg", "b1", "deleted"), ("f2.jpg", "b1", "deleted"), ("site/cam/a.jpg", "b2", "audit"),
+            ("site/cam/b.jpg", "b2", "audit"), ("site/cam/c.jpg", "b3", "kept"), ("site/cam/d.jpg", "b3", "audit"),
+            ("site/cam/e.jpg", "b4", "superseded"), ("cam2/x.jpg", "b5", "failed_kept")]  # fmt: skip
+    with ledger.transaction() as db:
+        db.executemany(
+            "INSERT INTO frames (path, sha256, size, captured_ts, time_source, burst, action, state, seen_at)"
+            " VALUES (?, ?, 1, 1.0, 'mtime', ?, ?, 'done', '2026-01-01')",
+            [(path, f"{i:064x}", burst, action) for i, (path, burst, action) in enumerate(rows)],
+        )
+    assert ledger.bursts_by_camera() == {
+        "discarded": {".": 1, "site/cam": 1, "cam2": 0},  # b3 is kept whole: one kept frame keeps the burst
+        "audited": {".": 0, "site/cam": 1, "cam2": 0},
+        "kept": {".": 0, "site/cam": 1, "cam2": 1},
+    }
+    ledger.close()

@@ -51,6 +51,7 @@ CUTOFF_RANGE = (0.01, 0.99)
 REMOTE_CUTOFF_KEY = "remote_cutoff"
 CAMERA_CUTOFFS_KEY = "camera_cutoffs"  # ledger meta: JSON {camera: cutoff}, from <base>/set/cutoff/<camera>
 MAX_CAMERA_CUTOFFS = 1000
+BURSTS_RECOUNT_S = 60.0  # the status' per-camera burst counts read the whole ledger: at most once a minute
 DELIVERED_KEEP_DAYS = 30
 MAX_CUTOFF_PAYLOAD = 256  # bytes: '{"cutoff": 0.3}' is 15; a longer one is a mistake or an attack
 DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")  # ASCII digits only
@@ -142,6 +143,7 @@ class Publisher:
         self._status_sent = False  # in this session
         self._status_due = False  # bursts were decided since the last status
         self._animal_off_at: float | None = None  # monotonic; None: `animal` is OFF
+        self._burst_counts: tuple[float, dict[str, dict[str, int]]] | None = None  # (monotonic, counts)
         self._tokens = float(WINDOW)
         self._tokens_at = time.monotonic()
         self._backlog = False
@@ -442,15 +444,24 @@ class Publisher:
         return self._tokens
 
     # -- status, config, remote cutoff ------------------------------------------------------
-    def status(self, ledger: Ledger) -> dict[str, Any]:
+    def status(self, ledger: Ledger, fresh: bool = False) -> dict[str, Any]:
+        """`fresh`: the per-camera burst counts recounted now (the last status of a run), not up to a minute old."""
         now = time.time()
         started = datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="seconds")
         today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00+00:00")
         return build_status(
             self.config.trap.id, self.started_at, now, ledger.counts_since(started), ledger.counts_since(today),
             ledger.outbox_state(), health(self.config.store.root), self.hooks.model, self.hooks.cutoff(),
-            ledger.last_event_at(), self._references(now), self._health(), ledger.bursts_by_camera(),
+            ledger.last_event_at(), self._references(now), self._health(), self._bursts(ledger, fresh),
         )  # fmt: skip
+
+    def _bursts(self, ledger: Ledger, fresh: bool) -> dict[str, dict[str, int]]:
+        """Ledger.bursts_by_camera, kept a minute: a season's ledger takes a second or more on a Pi to
+        count, and a status may go out every mqtt.status_min_interval_s."""
+        now = time.monotonic()
+        if fresh or self._burst_counts is None or now - self._burst_counts[0] >= BURSTS_RECOUNT_S:
+            self._burst_counts = (now, ledger.bursts_by_camera())
+        return self._burst_counts[1]
 
     def _health(self) -> dict[str, Any] | None:
         """The status's `publisher` field: only once something went wrong since the start."""
@@ -591,7 +602,7 @@ class Publisher:
         (logged): the stop still says `stopped`, and the retained status stays the previous one."""
         try:
             assert self._ledger is not None
-            return dumps(self.status(self._ledger))
+            return dumps(self.status(self._ledger, fresh=True))
         except Exception as exc:  # the stop must go on
             self._note_problem(exc)
             log.error("MQTT: no last status at the stop (%s)", self.problem)
