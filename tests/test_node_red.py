@@ -182,15 +182,18 @@ def test_flow_outputs_every_event_once_across_restarts_while_traps_publish(
         try:
             node_red.stop()
             run_trap("trap-02", tmp_path, shipped, make_inbox, store_args, run_cli)  # all queued for Node-RED
+            second = watcher.on("blankfilter/trap-02/event")
+            assert second, "trap-02 published its events while Node-RED was stopped"
+            expected = {json.loads(p)["event_id"] for p in first + second}
             node_red.start(shipped.broker.log)
+            # The queue is handed over at the reconnect; a stop before the flow has passed it on would
+            # lose it (Node-RED acknowledges at receipt, docs/monitor.md). Then a restart amid resends.
+            wait_until(lambda: set(node_red.event_ids()) >= expected, 20, "trap-02's queued events")
             node_red.stop()
             node_red.start(shipped.broker.log)
         finally:
             stop.set()
             sender.join(timeout=60)
-        second = watcher.on("blankfilter/trap-02/event")
-        assert second, "trap-02 published its events while Node-RED was stopped"
-        expected = {json.loads(p)["event_id"] for p in first + second}
         wait_until(lambda: set(node_red.event_ids()) >= expected, 20, "every event out of the flow")
         # A last resend after the restarts: the de-duplication memory came back from the file store.
         sent = len(watcher.on("blankfilter/trap-01/event"))
