@@ -333,9 +333,12 @@ class Judge:
         return self.context
 
     # -- 6. the event -------------------------------------------------------------------------
-    def event(self, key: str, frames: list[EventFrame], best: Path | np.ndarray | None) -> OutboxEvent:
+    def event(
+        self, key: str, frames: list[EventFrame], best: Path | np.ndarray | None, camera: str | None = None
+    ) -> OutboxEvent:
         """A kept burst's MQTT event, for the outbox (written in the same transaction as its decision).
-        `best`: the burst's highest-scoring frame (its file, or a camera's array), for the thumbnail."""
+        `best`: the burst's highest-scoring frame (its file, or a camera's array), for the thumbnail;
+        `camera`: whose cutoff the event names (the camera's own, when it has one)."""
         m = self.config.mqtt
         side, cap = m.thumbnail_px, int(m.thumbnail_max_kb * 1024)
         if isinstance(best, Path):
@@ -343,7 +346,8 @@ class Judge:
         else:
             thumbnail = thumbnail_of(Image.fromarray(best), side, cap) if best is not None else None
         model = (self.classifier.card.name, self.classifier.card.version)
-        payload = build_event(self.config.trap.id, key, frames, self.cutoff, model, thumbnail)
+        cutoff = self.cutoff if camera is None else self.cutoff_for(camera)
+        payload = build_event(self.config.trap.id, key, frames, cutoff, model, thumbnail)
         return OutboxEvent(payload["event_id"], dumps(payload))
 
     def audit(self, key: str, camera: str, frames: list[AuditFrame], best: Path | np.ndarray | None) -> OutboxEvent:

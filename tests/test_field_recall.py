@@ -64,6 +64,7 @@ def test_audits_reviews_bound_proposal_and_the_cameras_cutoff_close_the_loop(
         missed_id, camera = first.get_attribute("data-audit-id"), first.get_attribute("data-camera")
         image = browser.find_element(By.ID, "r-image")
         assert int(image.get_attribute("naturalWidth")) >= 320  # big enough to look for a small animal
+        browser.save_screenshot(str(tmp_path / "review-audit.png"))
         note = browser.find_element(By.ID, "r-note")
         note.send_keys(HOSTILE)
         note.send_keys("\ue00c")  # Escape: out of the note, so the keys review
@@ -91,6 +92,7 @@ def test_audits_reviews_bound_proposal_and_the_cameras_cutoff_close_the_loop(
         notes = css(browser, ".review-note")
         assert notes and notes[0].text == HOSTILE and not css(browser, ".review-note img, .review-note b")
         assert browser.title != "pwned"
+        browser.save_screenshot(str(tmp_path / "review.png"))
 
         # -- closing the loop: nothing is sent until the operator confirms; the trap takes it
         daemon = subprocess.Popen([sys.executable, "-m", "firmware_app", "run", *trap_args(store_args, broker.port)],
@@ -124,8 +126,12 @@ def test_audits_reviews_bound_proposal_and_the_cameras_cutoff_close_the_loop(
         again.write_bytes((FRAMES / camera / name).read_bytes())
         os.utime(again, (1_700_000_000, 1_700_000_000))
         run_cli("run", "--once", *trap_args(store_args, broker.port), check_rc=0)
-        wait_until(lambda: any(f"again-{name}" in " ".join(e["files"]) for e in monitor.api("api/events")["events"]),
-                   30, "the missed burst, kept as an event")  # fmt: skip
+
+        def kept_again() -> list[dict[str, Any]]:
+            return [e for e in monitor.api("api/events")["events"] if f"again-{name}" in " ".join(e["files"])]
+
+        wait_until(lambda: bool(kept_again()), 30, "the missed burst, kept as an event")
+        assert kept_again()[0]["cutoff"] == proposed  # the event names the camera's own cutoff
     finally:
         monitor.stop()
         to_trap.close()

@@ -150,7 +150,10 @@
       const more = c.reviews_needed ? ` · ${c.reviews_needed} more reviews without a miss bound it under ${pct(c.limit, 0)}` : "";
       return el("span", { class: "muted" }, `within ${pct(c.limit, 0)}${more}`);
     }
-    if (!p) return el("span", { class: "alarm" }, `over ${pct(c.limit, 0)}: review more bursts`);
+    if (!p) {
+      const more = c.reviews_needed ? `${c.reviews_needed} more reviews without a miss would bound it under ${pct(c.limit, 0)}` : "review more bursts";
+      return el("span", { class: "alarm" }, `over ${pct(c.limit, 0)}: ${more}`);
+    }
     if (p.cutoff === null) return el("span", { class: "alarm" }, `over ${pct(c.limit, 0)}: ${p.why}`);
     const wrap = el("span", { class: "alarm" },
       `over ${pct(c.limit, 0)}: proposed cutoff ${num(p.cutoff, 3)} (now ${num(p.current, 3)}; ${p.why}) `);
@@ -178,6 +181,31 @@
     }
   }
 
+  function sparkline(series, limit) {
+    // The upper bound day by day (the trap's clock), with the limit as a line: is it coming down?
+    const SVG = "http://www.w3.org/2000/svg";
+    const W = 120, H = 32;
+    const chart = document.createElementNS(SVG, "svg");
+    chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    chart.setAttribute("class", "spark");
+    chart.setAttribute("role", "img");
+    chart.setAttribute("aria-label", "upper bound over time");
+    const points = series.filter((s) => typeof s.share_upper === "number");
+    const y = (v) => (H - 2 - (H - 4) * Math.min(1, v)).toFixed(1);
+    const x = (i) => (points.length < 2 ? W / 2 : 2 + ((W - 4) * i) / (points.length - 1)).toFixed(1);
+    const line = document.createElementNS(SVG, "line");
+    for (const [k, v] of Object.entries({ x1: 0, x2: W, y1: y(limit), y2: y(limit), class: "limit" })) line.setAttribute(k, String(v));
+    chart.append(line);
+    const path = document.createElementNS(SVG, "polyline");
+    path.setAttribute("points", points.map((s, i) => `${x(i)},${y(s.share_upper)}`).join(" "));
+    path.setAttribute("class", "bound");
+    chart.append(path);
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = `${points.length} day${points.length === 1 ? "" : "s"} with reviews`;
+    chart.append(title);
+    return chart;
+  }
+
   function renderFigure(data) {
     const box = $("r-figure");
     clear(box);
@@ -195,7 +223,7 @@
         el("td", { "data-field": "misses" }, c.misses), el("td", { "data-field": "share" }, pct(c.share, 2)),
         el("td", { "data-field": "share_upper", "data-value": c.share_upper ?? "" }, pct(c.share_upper, 2)),
         el("td", { "data-field": "recall_lower", "data-value": c.recall_lower ?? "" }, pct(c.recall_lower, 2)),
-        el("td", { "data-field": "series", title: series }, `${(c.series || []).length} days`),
+        el("td", { "data-field": "series", title: series }, sparkline(c.series || [], c.limit)),
         el("td", { "data-field": "proposal" }, proposalNode(c))));
     }
     table.append(body);

@@ -172,7 +172,8 @@ class CameraLoop(LoopBase):
             decisions.append(Decision(0, key, v, action, dest, self.judge.cutoff_for(self.camera.name)))
             event_frames.append(EventFrame(dest or self.rel(key, frame), sha, frame.captured_at.timestamp(), s.score,
                                            s.prepared.gamma if s.prepared else None, s.context_score))  # fmt: skip
-        events = [] if verdict.blank else [self.judge.event(key, event_frames, self.best(frames, seen))]
+        best = self.best(frames, seen)
+        events = [] if verdict.blank else [self.judge.event(key, event_frames, best, self.camera.name)]
         if verdict.blank and Action.AUDIT in verdict.actions:  # the audit sample: to be reviewed
             events.append(self.audit(key, frames, seen, decisions))
         self.summary.bursts += 1

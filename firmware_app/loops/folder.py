@@ -443,7 +443,7 @@ class FolderLoop(LoopBase):
             for f, d in zip(burst, decisions, strict=True)
         ]
         best = max(burst, key=lambda f: -1.0 if f.score is None else f.score)
-        return self.judge.event(key, frames, self.store.inbox / best.path)
+        return self.judge.event(key, frames, self.store.inbox / best.path, camera_of(burst[0].path))
 
     def audit_for(self, burst: list[Candidate], key: str, decisions: list[Decision]) -> OutboxEvent:
         """An audited burst's `audit` message; its thumbnail from the best frame, still in the inbox."""
