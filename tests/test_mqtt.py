@@ -656,3 +656,24 @@ def test_animal_goes_off_after_the_off_delay_without_another_kept_burst(
         assert proc.poll() is None, "OFF while the daemon still runs: the delay, not the stop"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_an_outbox_payload_that_is_not_a_json_object_goes_as_it_is_and_delivery_goes_on(
+    tmp_path: Path, broker: Broker, sub: Subscriber
+) -> None:
+    """The publisher reads each event (for `late` and the thumbnail); one it cannot read, which the
+    trap never writes, is sent unchanged rather than failing the session again and again."""
+    config = mqtt_config(tmp_path, broker.port)
+    config.store.root.mkdir()
+    ledger = Ledger(config.ledger_path)
+    ledger.decide([], [OutboxEvent("f" * 32, "not json {"), OutboxEvent("e" * 32, "[1, 2]")])
+    after = add_event(ledger, "after-the-odd-ones")
+    publisher = Publisher(config, Hooks(("m", "1.0"), lambda: 0.1))
+    publisher.start()
+    try:
+        wait_until(lambda: any(after.encode() in p for p in sub.on(f"{TOPIC}/event")), 15, "the event after them")
+    finally:
+        publisher.stop(drain_s=2)
+    assert sub.on(f"{TOPIC}/event")[:2] == [b"not json {", b"[1, 2]"]
+    assert publisher.restarts == 0 and ledger.outbox_state()[0] == 0
+    ledger.close()

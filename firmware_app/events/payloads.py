@@ -117,8 +117,14 @@ def build_event(
 def as_published(payload: str, created_at: str, now: float, late_after_s: float) -> tuple[str, dict[str, Any]]:
     """An outbox event as it goes out, and its fields: marked `"late": true` when it was decided
     (created_at, the outbox's UTC ISO time) late_after_s or longer before now, e.g. a backlog sent
-    after an outage; otherwise its stored bytes, unchanged."""
-    event: dict[str, Any] = json.loads(payload)
+    after an outage; otherwise its stored bytes, unchanged. A payload that is not a JSON object (the
+    trap never writes one) goes as it is, with no fields: it must not stop delivery."""
+    try:
+        event = json.loads(payload)
+    except (ValueError, RecursionError):
+        return payload, {}
+    if not isinstance(event, dict):
+        return payload, {}
     try:
         age = now - datetime.fromisoformat(created_at).timestamp()
     except ValueError:  # an unreadable time: the event still goes, as it is
