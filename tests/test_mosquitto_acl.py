@@ -217,6 +217,8 @@ def test_installer_hint_reads_the_retained_status_from_the_shipped_broker(
     info = clients["trap-01"].client.publish(f"{T1}/status", status, qos=1, retain=True)
     info.wait_for_publish(timeout=5)
     read, sub = installer_status_check()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert read in readme and sub in readme, "README.md's check is the installer's"
     # Only the host, the port and the CA file's path are the site's own; the rest runs as printed.
     assert " -h BROKER -p 8883 --cafile /etc/blankfilter/broker-ca.crt " in sub, sub
     sub = sub.replace("BROKER", "127.0.0.1").replace("8883", str(shipped.tls))
