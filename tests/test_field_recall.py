@@ -276,3 +276,25 @@ def test_bursts_are_counted_per_camera_folder_the_inbox_itself_being_dot(tmp_pat
         "kept": {".": 0, "site/cam": 1, "cam2": 1},
     }
     ledger.close()
+
+
+def test_a_camera_sources_audited_burst_is_written_to_audit_and_queued_as_an_audit(tmp_path: Path) -> None:
+    import jsonschema
+    from test_camera import BLANK, camera_args, camera_env
+
+    env = camera_env(tmp_path, [BLANK] * 3, "0.5")
+    args = camera_args(tmp_path, "--set", "model.cutoff=0.1", "--set", "store.audit_rate=1.0")
+    done = subprocess.run([sys.executable, "-m", "firmware_app", "run", "--bursts", "1", *args],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    store = tmp_path / "store"
+    db = sqlite3.connect(store / "ledger.db")
+    dests = [d for (d,) in db.execute("SELECT dest FROM frames WHERE action = 'audit' ORDER BY id")]
+    outbox = db.execute("SELECT kind, payload FROM outbox").fetchall()
+    db.close()
+    assert len(dests) == 3 and all((store / d).is_file() and d.startswith("audit/cam0/") for d in dests)
+    assert [kind for kind, _ in outbox] == ["audit"]
+    audit = json.loads(outbox[0][1])
+    jsonschema.validate(audit, json.loads((REPO / "firmware_app" / "schemas" / "audit-1.schema.json").read_text()))
+    assert audit["camera"] == "cam0" and [f["file"] for f in audit["frames"]] == dests
+    assert audit["cutoffs"]["cutoff"] == 0.1 and max(audit["thumbnail"]["width"], audit["thumbnail"]["height"]) == 640
