@@ -14,12 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FRAMES, cli_env
+from conftest import FRAMES, TINY_U8, cli_env
 from mqtt_broker import Broker, Subscriber, wait_until
 from test_monitor_e2e import Monitor, browser, css, until  # noqa: F401  (browser: a fixture)
 
@@ -94,6 +95,18 @@ def test_audits_reviews_bound_proposal_and_the_cameras_cutoff_close_the_loop(
         assert browser.title != "pwned"
         browser.save_screenshot(str(tmp_path / "review.png"))
 
+        # -- the trap's card says it too; the reviews are a Labels CSV that `blankfilter eval` reads
+        browser.get(monitor.url)
+        line = f'article[data-trap="trap-01"] [data-field="recall"] li[data-camera="{camera}"]'
+        said = f"{camera}: 1 missed of {n} reviewed"
+        until(browser, lambda d: css(d, line) and css(d, line)[0].text.startswith(said), "the trap card's recall line")
+        with urllib.request.urlopen(monitor.url + "api/labels.csv", timeout=10) as response:
+            (tmp_path / "store" / "audit-labels.csv").write_bytes(response.read())
+        report = tmp_path / "eval.json"
+        run_cli("eval", "--model", TINY_U8, "--labels", tmp_path / "store" / "audit-labels.csv", "--json", report,
+                "--quiet", check_rc=0)  # fmt: skip
+        assert json.loads(report.read_text())
+
         # -- closing the loop: nothing is sent until the operator confirms; the trap takes it
         daemon = subprocess.Popen([sys.executable, "-m", "firmware_app", "run", *trap_args(store_args, broker.port)],
                                   env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -102,7 +115,7 @@ def test_audits_reviews_bound_proposal_and_the_cameras_cutoff_close_the_loop(
                        "the trap subscribed")  # fmt: skip
             time.sleep(1.0)
             assert to_trap.messages == []
-            browser.refresh()
+            browser.get(monitor.url + "review")
             button = until(browser, lambda d: (css(d, f'button.confirm[data-camera="{camera}"]') or [None])[0],
                            "the proposal's button")  # fmt: skip
             assert to_trap.messages == []
