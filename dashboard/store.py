@@ -311,6 +311,7 @@ def _card(r: sqlite3.Row) -> dict[str, Any]:
         "model": {"name": model["name"], "version": model["version"]} if model else None,
         "cutoff": cutoff,
         "cutoff_source": config.get("source"),
+        "camera_cutoffs": config.get("camera_cutoffs") or {},  # cameras with their own (remote) cutoff
         "software": status.get("software"),
         "last_event_at": status.get("last_event_at") or r["last_event_stored"],
         "events": r["events"],

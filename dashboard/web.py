@@ -180,6 +180,14 @@ class Handler(BaseHTTPRequestHandler):
         offered += query.get("token", [])[:1]
         return any(hmac.compare_digest(t.encode(), token.encode()) for t in offered)
 
+    def bearer_authorised(self) -> bool:
+        """The token came in an Authorization header: a script's request, which no other web site can
+        make a browser send (unlike the cookie), so it needs no same-origin check."""
+        token, auth = self.server.app.token, self.headers.get("Authorization", "")
+        if token is None or not auth.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(auth[7:].strip().encode(), token.encode())
+
     def _offered_in_query(self, query: dict[str, list[str]]) -> bool:
         token = self.server.app.token or ""
         return any(hmac.compare_digest(t.encode(), token.encode()) for t in query.get("token", [])[:1])

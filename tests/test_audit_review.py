@@ -204,8 +204,13 @@ def test_with_a_token_reviewing_needs_it_and_is_recorded_as_the_tokens(tmp_path:
         publish(s.ingestor, "trap-01", "audit", make_audit("b0"))
         body = {"id": make_audit("b0")["id"], "verdict": "blank"}
         assert Client(s).request("POST", "/api/reviews", body)[0] == 401
-        reply = Client(s, {"Authorization": f"Bearer {TOKEN}"}).json("POST", "/api/reviews", body)
-        assert reply["audit"]["review"]["who"] == "token"
+        page = Client(s, {"Cookie": f"bf_token={TOKEN}"})  # the browser's cookie: only from the page itself
+        assert page.request("POST", "/api/reviews", body, Origin="https://evil.example")[0] == 403
+        assert page.request("POST", "/api/reviews", body, Origin="")[0] == 403
+        assert page.json("POST", "/api/reviews", body)["audit"]["review"]["who"] == "token"
+        script = Client(s, {"Authorization": f"Bearer {TOKEN}"})  # a header no other site can make a browser send
+        reply = script.request("POST", "/api/reviews", {**body, "verdict": "missed"}, Origin="")
+        assert reply[0] == 200 and json.loads(reply[1])["audit"]["review"]["verdict"] == "missed"
     finally:
         s.close()
 
@@ -241,6 +246,7 @@ def test_the_figure_proposal_and_exports_follow_the_reviews(server: Server) -> N
         server.ingestor, "trap-01", "config", {"cutoff": 0.2, "source": "remote", "camera_cutoffs": {"cam1": 0.135}}
     )
     assert client.json("GET", "/api/recall")["cameras"][0]["proposal"]["cutoff"] is None  # in force now
+    assert client.json("GET", "/api/state")["traps"][0]["camera_cutoffs"] == {"cam1": 0.135}
 
     rows = list(csv.DictReader(io.StringIO(client.request("GET", "/api/recall.csv")[1].decode())))
     assert rows[-1]["misses"] == "1" and float(rows[-1]["share_upper"]) == pytest.approx(upper, rel=1e-5)

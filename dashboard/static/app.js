@@ -144,7 +144,8 @@
                  typeof card.cpu_temperature_c === "number" ? `${num(card.cpu_temperature_c, 1)} °C` : "–",
                  card.throttled ? `throttled: ${card.throttled}` : null),
         ...field("Model", "model", model),
-        ...field("Cutoff", "cutoff", cutoff + (card.cutoff_source === "remote" ? " (remote)" : "")),
+        ...field("Cutoff", "cutoff", cutoff + (card.cutoff_source === "remote" ? " (remote)" : "") +
+                 Object.entries(card.camera_cutoffs || {}).map(([cam, v]) => `; ${cam}: ${num(v, 3)}`).join("")),
         ...field("Events stored", "events", String(card.events ?? 0)),
       ),
       recallLines(card.trap));
