@@ -267,8 +267,7 @@ def restore_camera_cutoffs(trap: Trap) -> None:
     except ValueError:
         cameras = {}
     lo, hi = CUTOFF_RANGE
-    for camera, value in (cameras.items() if isinstance(cameras, dict) else ()):
+    for camera, value in cameras.items() if isinstance(cameras, dict) else ():
         if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
             trap.judge.set_camera_cutoff(str(camera), float(value))
             log.warning("camera %r: cutoff %.4f, set remotely earlier (mqtt.remote_cutoff = true)", camera, value)
-
