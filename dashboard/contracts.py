@@ -22,6 +22,9 @@ AUDIT_SCHEMA_FILE = "audit-1.schema.json"
 DEFAULT_PREFIX = "blankfilter"
 EVENT, STATUS, AVAILABILITY, CONFIG, AUDIT = "event", "status", "availability", "config", "audit"
 LEAVES = (EVENT, STATUS, AVAILABILITY, CONFIG, AUDIT)
+# The trap's accepted range for a remote cutoff (firmware_app.events.payloads.CUTOFF_RANGE, and
+# docs/events.md); tests/test_audit_review.py checks the two are the same.
+CUTOFF_RANGE = (0.001, 0.99)
 TO_TRAP = "set"  # <prefix>/<trap>/set/...: sent *to* a trap (remote cutoff), not from it: ignored
 
 

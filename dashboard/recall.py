@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard.contracts import CUTOFF_RANGE
+
 CONFIDENCE = 0.95  # one-sided: the bound is exceeded with at most 5 % probability
 BISECTION_STEPS = 200  # far beyond float resolution: the interval halves each step
 
@@ -91,9 +93,19 @@ class Proposal:
     why: str
 
 
+def _round_down(value: float, digits: int) -> float:
+    """`value` cut (never rounded up: a proposal must stay under the missed score) to `digits`
+    significant digits; round() afterwards only drops binary noise such as 0.00108000000001."""
+    if value <= 0:
+        return 0.0
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return round(math.floor(value / step + 1e-9) * step, digits - math.floor(math.log10(step)))
+
+
 def propose_cutoff(missed_scores: list[float | None], current: float | None, margin: float) -> Proposal:
     """A lower cutoff for a camera whose bound is too high: below its lowest missed burst's best
-    score by `margin` (relative), rounded down to 0.001, never under the trap's 0.01.
+    score by `margin` (relative), rounded down to 3 significant digits (a cutoff near the card's 0.003
+    needs them), never under the lowest the trap accepts.
 
     A missed burst that the classifier scored above the cutoff was set aside by camera context: no
     classifier cutoff changes that, so it does not count here (the reason says so)."""
@@ -104,7 +116,7 @@ def propose_cutoff(missed_scores: list[float | None], current: float | None, mar
         return Proposal(None, current, None, "the missed bursts were not set aside by the classifier's cutoff "
                         "(camera context or no score): a lower cutoff would not keep them")  # fmt: skip
     lowest = min(scores)
-    proposed = max(0.01, math.floor(lowest * (1.0 - margin) * 1000) / 1000)
+    proposed = max(CUTOFF_RANGE[0], _round_down(lowest * (1.0 - margin), digits=3))
     if current is not None and proposed >= current:
         return Proposal(None, current, lowest, "the cutoff in force is already below the proposal")
     return Proposal(proposed, current, lowest, f"{margin:.0%} below the lowest missed burst's best score {lowest:.4f}")

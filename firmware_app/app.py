@@ -259,7 +259,8 @@ def restore_camera_cutoffs(trap: Trap) -> None:
     """The cameras' own cutoffs set remotely earlier (`<base>/set/cutoff/<camera>`), from the ledger."""
     import json
 
-    from firmware_app.events.mqtt import CAMERA_CUTOFFS_KEY, CUTOFF_RANGE
+    from firmware_app.events.mqtt import CAMERA_CUTOFFS_KEY
+    from firmware_app.events.payloads import CUTOFF_RANGE
 
     saved = trap.ledger.get_meta(CAMERA_CUTOFFS_KEY)
     try:

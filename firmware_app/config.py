@@ -192,7 +192,7 @@ class MqttSection:
         300.0, 'an event published this long or longer after it was decided carries "late": true', lo=1, hi=31536000
     )
     drain_s: float = opt(10.0, "run --once: how long to wait for the broker to take the events", lo=0, hi=3600)
-    remote_cutoff: bool = opt(False, "accept a new cutoff on <prefix>/<trap.id>/set/cutoff (0.01..0.99)")
+    remote_cutoff: bool = opt(False, "accept a new cutoff on <prefix>/<trap.id>/set/cutoff (0.001..0.99)")
     ha_discovery: bool = opt(False, "publish Home Assistant MQTT discovery configs")
     ha_prefix: str = opt("homeassistant", "Home Assistant discovery prefix")
 

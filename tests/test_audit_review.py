@@ -21,9 +21,11 @@ from test_monitor_store import T0, make_status, publish, thumbnail
 
 from convert.labels import read_labels
 from dashboard import recall
+from dashboard.contracts import CUTOFF_RANGE
 from dashboard.ingest import Ingestor
 from dashboard.reviews import Reviews
 from dashboard.store import DUPLICATE, MALFORMED, Store
+from firmware_app.events import payloads
 from firmware_app.events.payloads import iso
 
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
@@ -121,7 +123,11 @@ def test_a_proposal_sits_below_the_lowest_missed_score_and_ignores_context_decid
     p = recall.propose_cutoff([0.12, 0.08, None, 0.5], current=0.2, margin=0.1)
     assert p.cutoff == 0.072 and p.lowest_missed_score == 0.08
     assert recall.propose_cutoff([0.5], current=0.2, margin=0.1).cutoff is None  # above the cutoff: context did it
-    assert recall.propose_cutoff([0.005], current=0.2, margin=0.1).cutoff == 0.01  # never under the trap's floor
+    # three significant digits, cut down (a miss at 0.00298, the 1.2.0 card's cutoff, still gets one) ...
+    assert recall.propose_cutoff([0.00298], current=0.2, margin=0.1).cutoff == 0.00268
+    # ... and never under the lowest the trap accepts, which is the trap's own range
+    assert recall.propose_cutoff([0.0005], current=0.2, margin=0.1).cutoff == CUTOFF_RANGE[0]
+    assert CUTOFF_RANGE == payloads.CUTOFF_RANGE
     assert recall.propose_cutoff([0.08], current=0.072, margin=0.1).cutoff is None  # already in force
 
 

@@ -40,7 +40,8 @@ from hypothesis import strategies as st  # noqa: E402
 from firmware_app.classifiers import Classifier, load_classifier  # noqa: E402
 from firmware_app.config import SECTIONS, _is_path_field, load_config  # noqa: E402
 from firmware_app.errors import ConfigError, ImageError  # noqa: E402
-from firmware_app.events.mqtt import CUTOFF_RANGE, parse_cutoff  # noqa: E402
+from firmware_app.events.mqtt import parse_cutoff  # noqa: E402
+from firmware_app.events.payloads import CUTOFF_RANGE  # noqa: E402
 from firmware_app.imaging import ImagingSettings, decode_jpeg, prepare_jpeg, prepare_jpeg_views  # noqa: E402
 from firmware_app.ledger import name_from_db, printable  # noqa: E402
 

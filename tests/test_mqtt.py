@@ -101,7 +101,7 @@ def test_thumbnail_fits_a_tiny_cap_or_is_left_out(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("payload", "value"),
-    [(b"0.3", 0.3), (b'{"cutoff": 0.05}', 0.05), (b"0.005", None), (b"1.5", None), (b"nan", None),
+    [(b"0.3", 0.3), (b'{"cutoff": 0.05}', 0.05), (b"0.003", 0.003), (b"0.0005", None), (b"1.5", None), (b"nan", None),
      (b"abc", None), (b"", None), (b"\xff\xfe", None), (b'{"cut": 0.3}', None)],
 )  # fmt: skip
 def test_remote_cutoff_parsing(payload: bytes, value: float | None) -> None:

@@ -16,11 +16,10 @@ from functools import cache
 from typing import Any
 
 from firmware_app import __version__
-from firmware_app.events.payloads import Topics
+from firmware_app.events.payloads import CUTOFF_RANGE, Topics
 
 # Only `online` is available: `stopped` (a clean stop) and `offline` (the last will) are not.
 AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"
-CUTOFF_RANGE = (0.01, 0.99)  # what the trap accepts on set/cutoff (events.mqtt.parse_cutoff)
 
 
 def optional(field_name: str) -> str:
@@ -75,7 +74,7 @@ ENTITIES: dict[str, Entity] = {
     "thumbnail": Entity("image", "Latest animal", "thumbnail", {"content_type": "image/jpeg"}),
     "set_cutoff": Entity("number", "Cutoff", "config", {
         "command_topic": "", "value_template": "{{ value_json.cutoff }}", "min": CUTOFF_RANGE[0],
-        "max": CUTOFF_RANGE[1], "step": 0.001, "mode": "box", "entity_category": "config",
+        "max": CUTOFF_RANGE[1], "step": 0.0001, "mode": "box", "entity_category": "config",
         "icon": "mdi:tune-vertical"}, needs_remote_cutoff=True),
 }  # fmt: skip
 

@@ -39,7 +39,15 @@ from firmware_app.config import Config, MqttSection
 from firmware_app.errors import ConfigError, LedgerUnavailable
 from firmware_app.events import discovery
 from firmware_app.events.health import health
-from firmware_app.events.payloads import Topics, as_published, build_status, dumps, reference_freshness, thumbnail_jpeg
+from firmware_app.events.payloads import (
+    CUTOFF_RANGE,
+    Topics,
+    as_published,
+    build_status,
+    dumps,
+    reference_freshness,
+    thumbnail_jpeg,
+)
 from firmware_app.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,6 @@ log = logging.getLogger(__name__)
 WINDOW = 20  # events in flight (published, PUBACK pending) at most
 BACKOFF_MIN_S, BACKOFF_MAX_S = 1.0, 300.0
 IDLE_LOOP_S = 5.0  # network loop timeout when idle: keepalive and new events within 5 s, few wake-ups
-CUTOFF_RANGE = (0.01, 0.99)
 REMOTE_CUTOFF_KEY = "remote_cutoff"
 CAMERA_CUTOFFS_KEY = "camera_cutoffs"  # ledger meta: JSON {camera: cutoff}, from <base>/set/cutoff/<camera>
 MAX_CAMERA_CUTOFFS = 1000

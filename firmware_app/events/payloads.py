@@ -18,6 +18,11 @@ from firmware_app import __version__
 from firmware_app.hashing import sha256_text
 
 EVENT_SCHEMA = "blankfilter-event/1"
+# A remote cutoff (<base>/set/cutoff, per camera too) must lie here. The floor is under every model
+# card's cutoff (1.2.0's is 0.003: a floor over it would refuse the card's own value and every lower
+# one a field audit proposes); a lower cutoff only keeps more. The ceiling refuses a value that
+# would discard nearly everything.
+CUTOFF_RANGE = (0.001, 0.99)
 STATUS_SCHEMA = "blankfilter-status/1"
 
 
