@@ -49,6 +49,8 @@
 
   // -- formatting -----------------------------------------------------------------------------------
   const num = (v, digits) => (typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "–");
+  // A cutoff in three significant digits: 1.2.0's is 0.00298, which toFixed(3) shows as 0.003.
+  const cut = (v) => (typeof v === "number" && isFinite(v) ? String(Number(v.toPrecision(3))) : "–");
 
   function trapTime(iso) {
     // The trap's (camera's) clock, as written: never converted to this browser's zone.
@@ -125,7 +127,7 @@
     const stale = isStale(card);
     const frames = card.frames_today;
     const model = card.model ? `${card.model.name} ${card.model.version}` : "–";
-    const cutoff = card.cutoff === null || card.cutoff === undefined ? "–" : num(card.cutoff, 4);
+    const cutoff = card.cutoff === null || card.cutoff === undefined ? "–" : cut(card.cutoff);
     const outbox = typeof card.outbox_depth === "number"
       ? `${card.outbox_depth} waiting` + (card.outbox_oldest_age_s ? `, oldest ${Math.round(card.outbox_oldest_age_s / 60)} min` : "")
       : "–";
@@ -145,7 +147,7 @@
                  card.throttled ? `throttled: ${card.throttled}` : null),
         ...field("Model", "model", model),
         ...field("Cutoff", "cutoff", cutoff + (card.cutoff_source === "remote" ? " (remote)" : "") +
-                 Object.entries(card.camera_cutoffs || {}).map(([cam, v]) => `; ${cam}: ${num(v, 3)}`).join("")),
+                 Object.entries(card.camera_cutoffs || {}).map(([cam, v]) => `; ${cam}: ${cut(v)}`).join("")),
         ...field("Events stored", "events", String(card.events ?? 0)),
       ),
       recallLines(card.trap));
@@ -237,7 +239,7 @@
         el("div", null, el("strong", { class: "trap" }, event.trap), " ",
            el("time", { datetime: event.first_frame_at, title: "trap clock" }, trapTime(event.first_frame_at))),
         el("div", { class: "muted" },
-           `${event.frames} frame${event.frames === 1 ? "" : "s"} · ${score} · cutoff ${num(event.cutoff, 3)}` +
+           `${event.frames} frame${event.frames === 1 ? "" : "s"} · ${score} · cutoff ${cut(event.cutoff)}` +
            (event.unscored_frames ? ` · ${event.unscored_frames} unscored` : "")),
         el("div", { class: "file" }, (event.files || []).join(", ")),
         el("div", { class: "muted small" }, `burst ${event.burst}`)));

@@ -23,6 +23,8 @@
   }
 
   const num = (v, digits) => (typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "–");
+  // A cutoff in three significant digits: 1.2.0's is 0.00298, which toFixed(3) shows as 0.003.
+  const cut = (v) => (typeof v === "number" && isFinite(v) ? String(Number(v.toPrecision(3))) : "–");
   const pct = (v, digits) => (typeof v === "number" && isFinite(v) ? `${(v * 100).toFixed(digits)} %` : "–");
   const trapTime = (iso) => (typeof iso === "string" ? iso.replace("T", " ").replace(/\.\d+/, "").replace(/Z$/, "") : "–");
 
@@ -84,7 +86,7 @@
       ["Captured", "captured", `${trapTime(audit.first_capture)} (trap clock)`],
       ["Frames", "frames", audit.frames.map((f) => `${f.file} (${num(f.score, 3)})`).join(", ")],
       ["Best score", "max_score", num(audit.max_score, 4)],
-      ["Cutoffs", "cutoffs", `${num(audit.cutoffs.cutoff, 4)}${context}`],
+      ["Cutoffs", "cutoffs", `${cut(audit.cutoffs.cutoff)}${context}`],
       ["Context", "context", audit.context_state || "none"],
     ];
     for (const [label, key, value] of rows) facts.append(el("dt", null, label), el("dd", { "data-field": key }, value));
@@ -156,13 +158,13 @@
     }
     if (p.cutoff === null) return el("span", { class: "alarm" }, `over ${pct(c.limit, 0)}: ${p.why}`);
     const wrap = el("span", { class: "alarm" },
-      `over ${pct(c.limit, 0)}: proposed cutoff ${num(p.cutoff, 3)} (now ${num(p.current, 3)}; ${p.why}) `);
+      `over ${pct(c.limit, 0)}: proposed cutoff ${cut(p.cutoff)} (now ${cut(p.current)}; ${p.why}) `);
     if (!p.remote_cutoff) {
       wrap.append(el("span", { class: "muted" }, "the trap does not take remote cutoffs: set it there"));
       return wrap;
     }
     const button = el("button", { type: "button", class: "confirm", "data-trap": c.trap, "data-camera": c.camera },
-                      `Send cutoff ${num(p.cutoff, 3)} to the trap`);
+                      `Send cutoff ${cut(p.cutoff)} to the trap`);
     button.addEventListener("click", () => confirmCutoff(c.trap, c.camera, p.cutoff, button));
     wrap.append(button);
     return wrap;
