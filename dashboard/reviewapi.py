@@ -159,6 +159,20 @@ def _audit_id(body: dict[str, Any], required: bool = True) -> str | None:
     return value
 
 
+REVIEWER = re.compile(r"[^\x00-\x1f\x7f]{1,80}")  # a person's name or initials, as typed
+
+
+def _who(handler: Handler, body: dict[str, Any]) -> str:
+    """Who answers: the reviewer's own name when the page sends one (one token is shared by a team,
+    so "token" alone cannot tell two reviewers apart), with how they got in: "Ana (token)"."""
+    name = body.get("reviewer")
+    if name is None or name == "":
+        return handler.who
+    if not isinstance(name, str) or not REVIEWER.fullmatch(name.strip()):
+        raise Refusal(HTTPStatus.BAD_REQUEST, "reviewer: a name of 1 to 80 characters, no control characters")
+    return f"{name.strip()} ({handler.who})"
+
+
 def _review(handler: Handler, body: dict[str, Any]) -> dict[str, Any]:
     audit_id = _audit_id(body)
     assert audit_id is not None
@@ -169,20 +183,21 @@ def _review(handler: Handler, body: dict[str, Any]) -> dict[str, Any]:
         raise Refusal(HTTPStatus.BAD_REQUEST, f"note: text of at most {NOTE_MAX} characters")
     recall = _recall(handler)
     try:
-        view = recall.reviews.review(audit_id, verdict, note.strip(), handler.who)
+        view = recall.reviews.review(audit_id, verdict, note.strip(), who := _who(handler, body))
     except KeyError:
         raise Refusal(HTTPStatus.NOT_FOUND, "no such audit") from None
-    log.info("audit %s reviewed: %s (by %s)", audit_id, verdict, handler.who)
+    log.info("audit %s reviewed: %s (by %.100r)", audit_id, verdict, who)
     _announce(handler, view["trap"])
     return view
 
 
 def _undo(handler: Handler, body: dict[str, Any]) -> str | None:
     recall = _recall(handler)
-    undone = recall.reviews.undo(handler.who, _audit_id(body, required=False))
+    who = _who(handler, body)
+    undone = recall.reviews.undo(who, _audit_id(body, required=False))
     if undone is not None:
         view = recall.reviews.audit(undone)
-        log.info("review of audit %s undone (by %s)", undone, handler.who)
+        log.info("review of audit %s undone (by %.100r)", undone, who)
         if view is not None:
             _announce(handler, view["trap"])
     return undone
@@ -216,7 +231,7 @@ def _confirm_cutoff(handler: Handler, body: dict[str, Any]) -> dict[str, Any]:
     topic = contracts.set_cutoff_topic(app.prefix, trap, camera)
     if not app.publish(topic, f"{proposal['cutoff']:.6g}".encode()):
         raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the broker did not take it (not connected?): try again")
-    recall.reviews.log_cutoff(trap, camera, proposal["cutoff"], handler.who)
-    log.warning("cutoff %.4f for %s camera %.80r confirmed by %s and published on %s",
-                proposal["cutoff"], trap, camera, handler.who, topic)  # fmt: skip
+    recall.reviews.log_cutoff(trap, camera, proposal["cutoff"], who := _who(handler, body))
+    log.warning("cutoff %.4g for %s camera %.80r confirmed by %.100r and published on %s",
+                proposal["cutoff"], trap, camera, who, topic)  # fmt: skip
     return {"published": topic, "cutoff": proposal["cutoff"]}

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS reviews (
     audit_id TEXT NOT NULL REFERENCES audits (id),
     verdict TEXT NOT NULL,          -- blank | missed
     note TEXT NOT NULL,
-    who TEXT NOT NULL,              -- token | local
+    who TEXT NOT NULL,              -- token | local, or "<reviewer> (token|local)"
     at TEXT NOT NULL,               -- the monitor's clock, UTC
     undone_at TEXT                  -- set by an undo: the review no longer counts
 );

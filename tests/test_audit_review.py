@@ -185,6 +185,21 @@ def test_reviewing_takes_one_burst_at_a_time_records_who_and_when_and_undoes(ser
     assert [(r["verdict"], r["undone_at"] is not None) for r in recent] == [("missed", True)]
 
 
+def test_a_reviewer_who_gives_a_name_is_recorded_by_it_and_undoes_only_their_own(server: Server) -> None:
+    for i in range(2):
+        publish(server.ingestor, "trap-01", "audit", make_audit(f"b{i}"))
+    client = Client(server)
+    first = client.json("GET", "/api/review/next")["audit"]["id"]
+    ana = client.json("POST", "/api/reviews", {"id": first, "verdict": "blank", "reviewer": " Ana "})
+    assert ana["audit"]["review"]["who"] == "Ana (local)"
+    second = client.json("GET", "/api/review/next")["audit"]["id"]
+    client.json("POST", "/api/reviews", {"id": second, "verdict": "missed", "reviewer": "Ben"})
+    assert client.json("POST", "/api/reviews/undo", {"reviewer": "Ana"})["undone"] == first  # not Ben's
+    assert client.request("POST", "/api/reviews", {"id": second, "verdict": "blank", "reviewer": "a\nb"})[0] == 400
+    assert client.request("POST", "/api/reviews", {"id": second, "verdict": "blank", "reviewer": "x" * 81})[0] == 400
+    assert client.request("POST", "/api/reviews", {"id": second, "verdict": "blank", "reviewer": 7})[0] == 400
+
+
 def test_a_post_from_another_site_or_without_json_is_refused(server: Server) -> None:
     publish(server.ingestor, "trap-01", "audit", make_audit("b0"))
     client = Client(server)

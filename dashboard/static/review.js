@@ -101,12 +101,19 @@
     showAudit(data.audit, data.waiting);
   }
 
+  // The reviewer's name, kept by this browser: one token is shared by a team, the name says who answered.
+  function reviewer() {
+    const name = $("r-who").value.trim();
+    try { localStorage.setItem("bf_reviewer", name); } catch (_) { /* private mode: not remembered */ }
+    return name;
+  }
+
   async function verdict(kind) {
     if (!state.audit || state.busy) return;
     state.busy = true;
     try {
       const id = state.audit.id;
-      await postJSON("api/reviews", { id, verdict: kind, note: $("r-note").value });
+      await postJSON("api/reviews", { id, verdict: kind, note: $("r-note").value, reviewer: reviewer() });
       await loadNext();
       say(`Burst ${id.slice(0, 8)}… marked ${kind === "missed" ? "missed animal" : "blank"}.`);
       await refresh();
@@ -121,7 +128,7 @@
     if (state.busy) return;
     state.busy = true;
     try {
-      const data = await postJSON("api/reviews/undo", {});
+      const data = await postJSON("api/reviews/undo", { reviewer: reviewer() });
       if (!data.undone) { say("Nothing to undo."); return; }
       const back = await getJSON(`api/audits/${data.undone}`);
       const next = await getJSON("api/review/next", filters());
@@ -174,7 +181,7 @@
     if (!window.confirm(`Send cutoff ${cutoff} for camera ${camera} to trap ${trap}?`)) return;
     button.disabled = true;
     try {
-      const data = await postJSON("api/cutoff", { trap, camera, cutoff });
+      const data = await postJSON("api/cutoff", { trap, camera, cutoff, reviewer: reviewer() });
       state.sent.set(`${trap} ${camera}`, data);
       button.replaceWith(sentNode(data));
     } catch (err) {
@@ -292,6 +299,8 @@
     $("r-undo").addEventListener("click", undo);
     document.addEventListener("keydown", onKey);
     $("r-note").addEventListener("keydown", (e) => { if (e.key === "Escape") e.target.blur(); });
+    try { $("r-who").value = localStorage.getItem("bf_reviewer") || ""; } catch (_) { /* not remembered */ }
+    $("r-who").addEventListener("keydown", (e) => { if (e.key === "Escape") e.target.blur(); });
     $("r-filters").addEventListener("submit", (e) => e.preventDefault());
     for (const id of ["r-trap", "r-camera"]) $(id).addEventListener("change", () => { loadNext().catch(showError); refresh().catch(showError); });
     connectStream();
