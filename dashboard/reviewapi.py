@@ -47,6 +47,14 @@ def _recall(handler: Handler) -> FieldRecall:
 # -- GET ------------------------------------------------------------------------------------------
 def get(handler: Handler, path: str, query: dict[str, list[str]]) -> bool:
     """Answer a review route; False when the path is not one."""
+    try:
+        return _get(handler, path, query)
+    except Refusal as exc:
+        handler._text(exc.status, str(exc))
+        return True
+
+
+def _get(handler: Handler, path: str, query: dict[str, list[str]]) -> bool:
     recall = _recall(handler)
     if path == "/api/review/next":
         audit, waiting = recall.reviews.queue(_trap(query), _camera(query))
@@ -74,20 +82,16 @@ def get(handler: Handler, path: str, query: dict[str, list[str]]) -> bool:
 
 
 def _trap(query: dict[str, list[str]]) -> str | None:
-    from dashboard.web import BadRequest
-
     trap = query.get("trap", [""])[0] or None
     if trap is not None and not contracts.is_trap_id(trap):
-        raise BadRequest("trap: not a trap id")
+        raise Refusal(HTTPStatus.BAD_REQUEST, "trap: not a trap id")
     return trap
 
 
 def _camera(query: dict[str, list[str]]) -> str | None:
-    from dashboard.web import BadRequest
-
     camera = query.get("camera", [""])[0] or None
     if camera is not None and not CAMERA.fullmatch(camera):
-        raise BadRequest("camera: not a camera name")
+        raise Refusal(HTTPStatus.BAD_REQUEST, "camera: not a camera name")
     return camera
 
 
