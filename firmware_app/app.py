@@ -237,7 +237,7 @@ def start_publisher(config: Config, trap: Trap) -> Publisher | None:
         saved = trap.ledger.get_meta(REMOTE_CUTOFF_KEY)
         if saved is not None:
             judge.set_cutoff(float(saved))
-            log.warning("cutoff %.4f: set remotely earlier (mqtt.remote_cutoff = true), not %s", float(saved),
+            log.warning("cutoff %.4g: set remotely earlier (mqtt.remote_cutoff = true), not %s", float(saved),
                         "model.cutoff" if config.model.cutoff is not None else "the model card's")  # fmt: skip
         restore_camera_cutoffs(trap)
     hooks = Hooks(
@@ -271,4 +271,4 @@ def restore_camera_cutoffs(trap: Trap) -> None:
     for camera, value in cameras.items() if isinstance(cameras, dict) else ():
         if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
             trap.judge.set_camera_cutoff(str(camera), float(value))
-            log.warning("camera %r: cutoff %.4f, set remotely earlier (mqtt.remote_cutoff = true)", camera, value)
+            log.warning("camera %r: cutoff %.4g, set remotely earlier (mqtt.remote_cutoff = true)", camera, value)

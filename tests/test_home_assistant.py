@@ -217,7 +217,7 @@ def test_with_the_remote_cutoff_a_cutoff_number_set_in_home_assistant_reaches_th
         wait_until(lambda: state(ha, NUMBER[1]) == "0.42", 15, "the number showing the new cutoff")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    assert "cutoff set remotely to 0.4200 (persisted" in (tmp_path / "trap.log").read_text()
+    assert "cutoff set remotely to 0.42 (persisted" in (tmp_path / "trap.log").read_text()
     assert_clean(ha)
 
 

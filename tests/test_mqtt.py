@@ -280,7 +280,7 @@ def test_remote_cutoff_is_applied_persisted_echoed_and_bad_values_ignored(
         wait_until(lambda: log_has(tmp_path / "again.log", "set remotely earlier"), 20, "the persisted cutoff")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    assert "cutoff 0.3000: set remotely earlier" in (tmp_path / "again.log").read_text()
+    assert "cutoff 0.3: set remotely earlier" in (tmp_path / "again.log").read_text()
 
 
 def test_remote_cutoff_is_off_by_default(

@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     where = f"inbox {config.source.inbox}" if folder else f"camera {config.camera.name} ({config.source.kind}, " \
         f"trigger {config.camera.trigger})"  # fmt: skip
     log.info(
-        "blankfilter %s: trap %s, model %s (%s), cutoff %.3f (%s), %s, discard=%s%s",
+        "blankfilter %s: trap %s, model %s (%s), cutoff %.4g (%s), %s, discard=%s%s",
         __version__, config.trap.id, judge.classifier.card.label, judge.classifier.runtime, judge.cutoff,
         judge.cutoff_origin, where, config.store.discard,
         ", DRY RUN: nothing is moved or deleted" if args.dry_run else "",

@@ -556,7 +556,7 @@ class Publisher:
             return
         self.hooks.set_cutoff(value)
         ledger.set_meta(REMOTE_CUTOFF_KEY, repr(value))
-        log.warning("MQTT: cutoff set remotely to %.4f (persisted; mqtt.remote_cutoff = true)", value)
+        log.warning("MQTT: cutoff set remotely to %.4g (persisted; mqtt.remote_cutoff = true)", value)
         self._echo_config(client, "remote")
         self._next_status = 0.0
 
@@ -576,7 +576,7 @@ class Publisher:
             return
         self.hooks.set_camera_cutoff(camera, value)
         ledger.set_meta(CAMERA_CUTOFFS_KEY, json.dumps(self.hooks.camera_cutoffs(), sort_keys=True))
-        log.warning("MQTT: cutoff of camera %r set remotely to %.4f (persisted; mqtt.remote_cutoff = true)",
+        log.warning("MQTT: cutoff of camera %r set remotely to %.4g (persisted; mqtt.remote_cutoff = true)",
                     camera, value)  # fmt: skip
         self._echo_config(client, "remote")
         self._next_status = 0.0
