@@ -59,8 +59,10 @@ card["metrics"]["lolo"] = {
     "labels": "models/evaluation_labels.py: Missouri Panama, Missouri Netherlands, Norway tunnels 1-3, Wellington",
     "protocol": "deployment replay: per burst up to 3 known blanks per lighting mode of the same camera from other "
     "bursts (>= 2 h away where times are known), never the frame or its burst; the context cutoff is the lowest "
-    "over groups of each group's highest cutoff keeping >= 97 % of its context-judged animal bursts",
-    **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "highest_safe_cutoff_per_group")},
+    "over groups of each group's highest cutoff keeping >= 97 % of its context-judged animal bursts, and of the "
+    "cutoff keeping >= 97 % of the groups' animal frames compared in a matched scene on context alone (no veto)",
+    **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "highest_safe_cutoff_per_group",
+                            "shipping_chosen_by", "shipping_context_alone_floor")},
     "held_out": lolo["folds"], "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
 }
 card_path.write_text(json.dumps(card, indent=2) + "\n")

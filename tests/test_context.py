@@ -263,4 +263,4 @@ def test_version_1_ledger_gains_the_context_columns(tmp_path: Path) -> None:
     ledger = Ledger(path)
     row = ledger.in_state("scored")[0]
     assert row.path == "a.jpg" and row.context_score is None and row.context_state is None
-    assert ledger.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert ledger.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
