@@ -187,7 +187,7 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64Run]:
             "SELECT DISTINCT burst FROM frames WHERE action = 'kept'")}  # fmt: skip
         wait_until(lambda: len({json.loads(p)["burst"] for p in sub.on(f"{TOPIC}/event")}) >= len(kept_bursts),
                    30, "the arm64 trap's events at the broker")  # fmt: skip
-        wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1:] == [b"offline"], 10, "offline after the run")
+        wait_until(lambda: sub.on(f"{TOPIC}/availability")[-1:] == [b"stopped"], 10, "stopped after the run")
         yield Arm64Run(
             out=out, log=log, wall_s=wall, classify=classify, stamps=stamps,
             timings=json.loads((out / "timings.json").read_text()),
@@ -322,7 +322,7 @@ def test_events_from_arm64_reached_the_broker(arm64: Arm64Run) -> None:
         for frame in event["frames"]:
             assert (arm64.store / frame["file"]).is_file(), frame
             assert frame["score"] == pytest.approx(scores[frame["file"]], abs=1e-6)
-    assert arm64.availability[0] == b"online" and arm64.availability[-1] == b"offline"
+    assert arm64.availability[0] == b"online" and arm64.availability[-1] == b"stopped"
     assert arm64.status and arm64.status[-1]["trap_id"] == TRAP_ID
 
 
