@@ -97,6 +97,11 @@ missing_apt_packages() {
   # The monitor's browser test (tests/test_monitor_e2e.py) drives headless Chromium through Selenium.
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # mosquitto_sub: the installer's closing hint, run against the shipped broker (tests/test_mosquitto_acl.py);
+  # Node.js and npm: tests/test_node_red.py npm-installs Node-RED 4.1 into ~/.cache/blankfilter itself.
+  command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   if [ "${1:-}" = arm64 ]; then
     [ -e /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
     [ -e /usr/sbin/update-binfmts ] || missing+=(binfmt-support)

@@ -286,7 +286,7 @@ def test_missing_system_packages_are_named_and_a_non_root_user_gets_the_line_tha
 ) -> None:
     done = lib("missing_apt_packages arm64", tmp_path, {})  # a PATH with none of the tools on it
     missing = set(done.stdout.split())
-    assert {"chromium", "chromium-driver", "arch-test", "zstd"} <= missing
+    assert {"chromium", "chromium-driver", "mosquitto-clients", "nodejs", "npm", "arch-test", "zstd"} <= missing
     assert "arch-test" not in lib("missing_apt_packages", tmp_path, {}).stdout  # arm64's only when asked
     setpriv = shutil.which("setpriv")
     if os.geteuid() == 0 and setpriv:  # as nobody: it must not try apt, only say how
