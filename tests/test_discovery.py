@@ -65,6 +65,7 @@ def test_the_event_image_number_and_binary_sensor_use_home_assistants_option_nam
     assert "state_topic" not in image
     assert number["command_topic"] == f"{TOPIC}/set/cutoff" and number["state_topic"] == f"{TOPIC}/config"
     assert (number["min"], number["max"]) == (0.001, 0.99) and number["entity_category"] == "config"
+    assert number["step"] >= 0.001  # Home Assistant refuses a finer step, and then the whole number entity
     assert number["value_template"] == "{{ value_json.cutoff }}"
     assert animal["state_topic"] == f"{TOPIC}/animal"
     assert (animal["payload_on"], animal["payload_off"]) == ("ON", "OFF") and "off_delay" not in animal

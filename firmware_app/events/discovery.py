@@ -74,7 +74,7 @@ ENTITIES: dict[str, Entity] = {
     "thumbnail": Entity("image", "Latest animal", "thumbnail", {"content_type": "image/jpeg"}),
     "set_cutoff": Entity("number", "Cutoff", "config", {
         "command_topic": "", "value_template": "{{ value_json.cutoff }}", "min": CUTOFF_RANGE[0],
-        "max": CUTOFF_RANGE[1], "step": 0.0001, "mode": "box", "entity_category": "config",
+        "max": CUTOFF_RANGE[1], "step": 0.001, "mode": "box", "entity_category": "config",
         "icon": "mdi:tune-vertical"}, needs_remote_cutoff=True),
 }  # fmt: skip
 
