@@ -10,6 +10,7 @@ so a second point with the same key overwrites the first.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -24,7 +25,8 @@ from conftest import FRAMES
 from firmware_app.decision import camera_of
 
 CONF = Path(__file__).resolve().parent.parent / "deploy" / "dashboards" / "telegraf.conf"
-KEPT_FRAME = FRAMES / "wellington" / "11374_1-1.JPG"  # kept by the fixture model; its EXIF has the time
+KEPT_FRAME = FRAMES / "wellington" / "11374_1-1.JPG"  # kept by the fixture model; no EXIF time: the file time counts
+CAPTURED_TS = 1_700_000_000.5  # 2023-11-14 22:13:20.5 UTC
 
 # Options every plugin takes: https://docs.influxdata.com/telegraf/v1/configuration/#plugins
 # (alias, order, the metric filters "namepass" ... and the input modifiers "name_override" ...).
@@ -132,11 +134,13 @@ def outbox_events(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]], store_args: Callable[..., list[str]]
 ) -> list[dict[str, Any]]:
     """The real trap's events for one frame copied to three cameras (the inbox itself, cam1 and
-    site/cam2): same bytes, same EXIF second, so three bursts starting in the same second."""
+    site/cam2): same bytes, same capture time (the file time, set alike: the copies' own differ by a
+    millisecond or so), so three bursts starting at the same instant."""
     inbox = tmp_path / "inbox"
     for rel in ("IMG_0001.JPG", "cam1/IMG_0001.JPG", "site/cam2/IMG_0001.JPG"):
         (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(KEPT_FRAME, inbox / rel)
+        os.utime(inbox / rel, (CAPTURED_TS, CAPTURED_TS))
     run_cli("run", "--once", *store_args(inbox=inbox), check_rc=0)  # no broker: the events wait in the outbox
     with sqlite3.connect(tmp_path / "store" / "ledger.db") as db:
         return [json.loads(row[0]) for row in db.execute("SELECT payload FROM outbox")]
