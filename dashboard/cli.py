@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
                             ca_file=str(args.ca_file) if args.ca_file else None, client_id=args.client_id,
                             on_state=app.set_broker)  # fmt: skip
     app.publish = subscriber.publish
+    ingestor.resend = subscriber.send
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

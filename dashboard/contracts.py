@@ -28,6 +28,11 @@ CUTOFF_RANGE = (0.001, 0.99)
 TO_TRAP = "set"  # <prefix>/<trap>/set/...: sent *to* a trap (remote cutoff), not from it: ignored
 
 
+def cutoff_payload(cutoff: float) -> bytes:
+    """A cutoff as the trap reads it on set/cutoff: ASCII digits (docs/events.md)."""
+    return f"{cutoff:.6g}".encode()
+
+
 def set_cutoff_topic(prefix: str, trap: str, camera: str) -> str:
     """Where a camera's own cutoff is sent: `<prefix>/<trap>/set/cutoff/<camera>`."""
     return f"{prefix}/{trap}/{TO_TRAP}/cutoff/{camera}"

@@ -47,6 +47,7 @@ class FieldRecall:
             entry = {"trap": t["trap"], "camera": t["camera"],
                      **recall.figure(*_counts(counts), t["received"], t["reviewed"], t["misses"])}  # fmt: skip
             entry.update(self._alarm(t["trap"], t["camera"], entry))
+            entry["cutoff_waiting"] = self.reviews.waiting_cutoffs(t["trap"]).get(t["camera"])
             out.append(entry)
         return out
 

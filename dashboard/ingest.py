@@ -77,6 +77,9 @@ class Ingestor:
         self.status_validator = _validator(contracts.STATUS_SCHEMA_FILE)
         self.audit_validator = _validator(contracts.AUDIT_SCHEMA_FILE)
         self._last_log: dict[str, tuple[float, int]] = {}  # reason -> (monotonic time logged, suppressed since)
+        # Publishes to a trap without waiting (this runs in the MQTT client's own thread): set by the
+        # CLI once the subscriber exists; None: confirmed cutoffs are not sent again.
+        self.resend: Callable[[str, bytes], None] | None = None
 
     # -- the one entry point ----------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retained: bool = False) -> str:
@@ -216,9 +219,24 @@ class Ingestor:
         if isinstance(config.get("remote_cutoff"), bool):
             kept["remote_cutoff"] = config["remote_cutoff"]
         self.store.set_config(trap, kept)
+        self.recall.reviews.cutoffs_echoed(trap, kept.get("camera_cutoffs") or {})
+        if kept["source"] == "start" and kept.get("remote_cutoff") is True:
+            self._send_waiting_cutoffs(trap)
         self.notify("trap", self.store.trap(trap))
         self.notify("recall", {"trap": trap, "cameras": self.recall.cameras(trap)})
         return "config"
+
+    def _send_waiting_cutoffs(self, trap: str) -> None:
+        """The trap just connected (its echo says `start`): a camera cutoff the operator confirmed while
+        it was away never reached it (its session is clean, and a retained cutoff it ignores on
+        purpose), so it goes again, once per connect, until an echo shows it in force."""
+        if self.resend is None:
+            return
+        for camera, request in self.recall.reviews.waiting_cutoffs(trap).items():
+            topic = contracts.set_cutoff_topic(self.prefix, trap, camera)
+            self.resend(topic, contracts.cutoff_payload(request["cutoff"]))
+            log.info("trap %s is back: camera %.80r's cutoff %.4g (confirmed by %.100r at %s) sent again",
+                     trap, camera, request["cutoff"], request["who"], request["at"])  # fmt: skip
 
     # -- refusals ---------------------------------------------------------------------------------
     def _refuse(self, reason: str, topic: str, detail: str) -> None:

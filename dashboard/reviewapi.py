@@ -233,7 +233,7 @@ def _confirm_cutoff(handler: Handler, body: dict[str, Any]) -> dict[str, Any]:
     if app.publish is None:
         raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "this monitor cannot publish")
     topic = contracts.set_cutoff_topic(app.prefix, trap, camera)
-    if not app.publish(topic, f"{proposal['cutoff']:.6g}".encode()):
+    if not app.publish(topic, contracts.cutoff_payload(proposal["cutoff"])):
         raise Refusal(HTTPStatus.SERVICE_UNAVAILABLE, "the broker did not take it (not connected?): try again")
     recall.reviews.log_cutoff(trap, camera, proposal["cutoff"], who := _who(handler, body))
     log.warning("cutoff %.4g for %s camera %.80r confirmed by %.100r and published on %s",

@@ -5,7 +5,9 @@
   verdict is its latest review not undone (who and when are kept for each);
 - `camera_counts`: per trap, camera and day (the trap's clock, from the status' `at`), the latest
   counts of discarded, audited and kept bursts the trap reported, for the figure over time;
-- `cutoff_requests`: each per-camera cutoff an operator confirmed and the monitor published.
+- `cutoff_requests`: each per-camera cutoff an operator confirmed and the monitor published, and
+  when the trap's config echo first showed it (`applied_at`; NULL: not yet, sent again when the trap
+  next connects: a trap on a cellular link is offline most of the time, and its MQTT session is clean).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ CREATE TABLE IF NOT EXISTS cutoff_requests (
     camera TEXT NOT NULL,
     cutoff REAL NOT NULL,
     who TEXT NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    applied_at TEXT
 );
 """
 
@@ -76,6 +79,9 @@ class Reviews:
         self.store, self.db, self.lock = store, store.db, store.lock
         with self.lock:
             self.db.executescript(DDL)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(cutoff_requests)")}
+            if "applied_at" not in columns:  # a monitor database from before the resend
+                self.db.execute("ALTER TABLE cutoff_requests ADD COLUMN applied_at TEXT")
 
     # -- the sample -------------------------------------------------------------------------------
     def add_audit(self, audit: dict[str, Any], thumbnail: bytes | None, received_at: str | None = None) -> bool:
@@ -188,6 +194,26 @@ class Reviews:
                 "INSERT INTO cutoff_requests (trap, camera, cutoff, who, at) VALUES (?, ?, ?, ?, ?)",
                 (trap, camera, cutoff, who, now_iso()),
             )
+
+    def cutoffs_echoed(self, trap: str, camera_cutoffs: dict[str, float]) -> None:
+        """The trap's config echo: every waiting request it shows in force is applied."""
+        with self.lock:
+            for camera, value in camera_cutoffs.items():
+                self.db.execute(
+                    "UPDATE cutoff_requests SET applied_at = ? WHERE trap = ? AND camera = ? AND applied_at IS NULL"
+                    " AND abs(cutoff - ?) < 1e-9",
+                    (now_iso(), trap, camera, value),
+                )
+
+    def waiting_cutoffs(self, trap: str) -> dict[str, dict[str, Any]]:
+        """Per camera, the operator's latest request when the trap has not shown it yet."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT camera, cutoff, who, at FROM cutoff_requests r WHERE trap = ? AND applied_at IS NULL"
+                " AND seq = (SELECT MAX(seq) FROM cutoff_requests x WHERE x.trap = r.trap AND x.camera = r.camera)",
+                (trap,),
+            ).fetchall()
+        return {r["camera"]: {"cutoff": r["cutoff"], "who": r["who"], "at": r["at"]} for r in rows}
 
     # -- what the figure is made of ---------------------------------------------------------------
     def tallies(self) -> list[sqlite3.Row]:

@@ -115,6 +115,12 @@ class Subscriber:
             return False
         return bool(info.is_published())
 
+    def send(self, topic: str, payload: bytes) -> None:
+        """QoS 1, not retained, without waiting for the broker: for use inside a message callback,
+        where waiting would stop the very thread that reads the acknowledgement."""
+        if self.connected:
+            self.client.publish(topic, payload, qos=1, retain=False)
+
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -279,3 +279,54 @@ def test_the_figure_proposal_and_exports_follow_the_reviews(server: Server) -> N
     missed = [f for f in frames if f.nonblank]
     assert [f.sequence for f in missed] == ["b03", "b03"] and missed[0].location == "trap-01"
     assert missed[0].path == Path(path).parent / "audit/cam1/b03-0.jpg"
+
+
+def test_a_cutoff_confirmed_while_the_trap_was_away_is_sent_again_when_it_connects_until_it_is_in_force(
+    tmp_path: Path,
+) -> None:
+    """A real mosquitto, the monitor's own subscriber and ingest; the trap's config echoes as
+    docs/events.md gives them (`start` at each connect, `remote` after it took a cutoff)."""
+    import paho.mqtt.client as mqtt
+    from mqtt_broker import Broker, Subscriber, wait_until
+
+    from dashboard.subscriber import BrokerURL
+    from dashboard.subscriber import Subscriber as MonitorSubscriber
+
+    broker = Broker(tmp_path / "broker").start()
+    store = Store(tmp_path / "monitor.db")
+    ingestor = Ingestor(store)
+    monitor = MonitorSubscriber(BrokerURL("mqtt", "127.0.0.1", broker.port, None), ingestor.handle)
+    to_trap = Subscriber(broker.port, "blankfilter/+/set/#").ready()
+    trap = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="trap-01")
+    try:
+        monitor.start()
+        ingestor.resend = monitor.send
+        wait_until(lambda: monitor.connected, 10, "the monitor connected")
+        trap.connect("127.0.0.1", broker.port)
+        trap.loop_start()
+        reviews = ingestor.recall.reviews
+        reviews.log_cutoff("trap-01", "cam1", 0.00268, "Ana (local)")  # confirmed: the trap is away, it is lost
+
+        def echo(source: str, cameras: dict[str, float]) -> None:
+            body = {"cutoff": 0.00298, "source": source, "at": "2026-12-01T12:00:00+00:00", "remote_cutoff": True,
+                    "camera_cutoffs": cameras}  # fmt: skip
+            trap.publish("blankfilter/trap-01/config", json.dumps(body), qos=1, retain=True).wait_for_publish(5)
+
+        echo("start", {})  # the trap is back, without it
+        wait_until(lambda: to_trap.on("blankfilter/trap-01/set/cutoff/cam1") == [b"0.00268"], 10, "the cutoff again")
+        assert reviews.waiting_cutoffs("trap-01")["cam1"]["who"] == "Ana (local)"
+        echo("remote", {"cam1": 0.00268})  # it took it
+        wait_until(lambda: not reviews.waiting_cutoffs("trap-01"), 10, "the request applied")
+        echo("start", {})  # a later connect sends nothing again: the request was applied once
+        echo("start", {"cam1": 0.00268})
+        last = {"cutoff": 0.00298, "source": "start", "remote_cutoff": True, "camera_cutoffs": {"cam1": 0.00268}}
+        wait_until(lambda: store.config("trap-01") == last, 10, "the last echo taken in")
+        monitor.send("blankfilter/trap-01/set/marker", b"after")  # the monitor's messages arrive in order
+        wait_until(lambda: bool(to_trap.on("blankfilter/trap-01/set/marker")), 10, "the marker")
+        assert to_trap.on("blankfilter/trap-01/set/cutoff/cam1") == [b"0.00268"]  # sent again once only
+    finally:
+        trap.loop_stop()
+        to_trap.close()
+        monitor.stop()
+        store.close()
+        broker.stop()

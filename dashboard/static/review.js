@@ -150,7 +150,14 @@
   function proposalNode(c) {
     const node = proposalState(c);
     const sent = state.sent.get(`${c.trap} ${c.camera}`);
-    return sent ? el("span", null, node, sentNode(sent)) : node; // stays after the table is drawn again
+    const out = sent ? el("span", null, node, sentNode(sent)) : node; // stays after the table is drawn again
+    const w = c.cutoff_waiting;
+    if (w) {
+      out.append(el("span", { class: "muted waiting" },
+        ` · cutoff ${cut(w.cutoff)} confirmed by ${w.who} at ${trapTime(w.at)} UTC is not in force at the trap yet:` +
+        " sent again each time it connects, until it says it took it"));
+    }
+    return out;
   }
 
   function proposalState(c) {
