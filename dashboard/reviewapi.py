@@ -1,8 +1,8 @@
 """The audit review's HTTP routes (the page is static/review.html): the queue, the verdicts, the
 figure and its exports, and the operator's confirmation of a proposed per-camera cutoff.
 
-The handler (`web.Handler`) has already checked the Host and the token; a POST is checked here
-for coming from this page (`same_origin`), then for its JSON body.
+The handler (`routes.RouteHandler`, which `web.Handler` is) has already checked the Host and the
+token; a POST is checked here for coming from this page (`same_origin`), then for its JSON body.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dashboard import contracts
+from dashboard.fieldrecall import FieldRecall
 from dashboard.reviews import NOTE_MAX, VERDICTS
-
-if TYPE_CHECKING:
-    from dashboard.fieldrecall import FieldRecall
-    from dashboard.web import Handler
+from dashboard.routes import RouteHandler as Handler
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes], bool]  # (topic, payload) -> the broker acknowledged it
 AUDIT_ID = re.compile(r"[0-9a-f]{32}")
 AUDIT_THUMB = re.compile(r"/api/audits/([0-9a-f]{32})\.jpg")
 AUDIT_JSON = re.compile(r"/api/audits/([0-9a-f]{32})")

@@ -47,6 +47,7 @@ from dashboard import contracts, csvexport, reviewapi
 from dashboard.fieldrecall import FieldRecall
 from dashboard.live import Broadcaster, sse
 from dashboard.reviews import Reviews
+from dashboard.routes import Publish
 from dashboard.store import Store, now_iso
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class App:
     allowed_hosts: set[str] | None = None  # Host headers accepted; None: any (a token guards the server)
     static: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     recall: FieldRecall | None = None  # the audit review's figures (made from the store when not given)
-    publish: reviewapi.Publish | None = None  # (topic, payload) -> delivered: the confirmed cutoffs
+    publish: Publish | None = None  # (topic, payload) -> delivered: the confirmed cutoffs
     prefix: str = contracts.DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
