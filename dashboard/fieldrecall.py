@@ -39,7 +39,7 @@ class FieldRecall:
 
     def cameras(self, trap: str | None = None) -> list[dict[str, Any]]:
         """One entry per trap and camera: the figure now, the alarm and the proposal."""
-        out = []
+        out, waiting = [], {}  # waiting: trap -> its cutoffs not in force yet (one query per trap)
         for t in self.reviews.tallies():
             if trap is not None and t["trap"] != trap:
                 continue
@@ -47,7 +47,9 @@ class FieldRecall:
             entry = {"trap": t["trap"], "camera": t["camera"],
                      **recall.figure(*_counts(counts), t["received"], t["reviewed"], t["misses"])}  # fmt: skip
             entry.update(self._alarm(t["trap"], t["camera"], entry))
-            entry["cutoff_waiting"] = self.reviews.waiting_cutoffs(t["trap"]).get(t["camera"])
+            if t["trap"] not in waiting:
+                waiting[t["trap"]] = self.reviews.waiting_cutoffs(t["trap"])
+            entry["cutoff_waiting"] = waiting[t["trap"]].get(t["camera"])
             out.append(entry)
         return out
 
