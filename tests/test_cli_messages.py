@@ -228,6 +228,22 @@ def test_runtime_warnings_pass_while_its_info_lines_are_dropped() -> None:
     assert done.stderr.splitlines() == ["ERROR: op 7 failed", "from python", "after"]
 
 
+def test_with_no_room_for_the_catch_a_model_loads_and_the_runtime_lines_show() -> None:
+    """A full card (no temporary file can be made): nothing is caught, nothing is lost or stopped."""
+    code = (
+        "import errno, os, tempfile\n"
+        "def full(*a, **k):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "tempfile.TemporaryFile = full\n"
+        "from firmware_app.classifiers.runtime_log import runtime_info_to_debug\n"
+        "with runtime_info_to_debug():\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "print('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), check=True)
+    assert done.stdout == "loaded\n" and done.stderr == "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
 def run_lines(args: list[str], env: dict[str, str]) -> list[str]:
     done = subprocess.run([sys.executable, "-m", "firmware_app", "run", "--once", *args], capture_output=True,
                           text=True, env=env, timeout=120, check=True)  # fmt: skip

@@ -26,12 +26,14 @@ def runtime_info_to_debug() -> Iterator[None]:
     try:
         fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else -1
         os.fstat(fd)
-    except (OSError, ValueError):  # no stderr to catch (closed, or a daemon without one)
-        yield
+        # a file, not a pipe: a long message cannot block the load; closed by the `with` below
+        caught = tempfile.TemporaryFile()  # noqa: SIM115
+    except (OSError, ValueError):  # no stderr to catch (closed, a daemon without one), or no room for it
+        yield  # (a full card must not stop the model loading: the INFO line then just shows)
         return
     sys.stderr.flush()
     saved = os.dup(fd)
-    with tempfile.TemporaryFile() as caught:  # a file, not a pipe: a long message cannot block the load
+    with caught:
         os.dup2(caught.fileno(), fd)
         try:
             yield
