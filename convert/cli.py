@@ -289,7 +289,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_context(args: argparse.Namespace) -> int:
-    from convert import context_eval
+    from convert import context_eval, context_lolo
     from convert.labels import read_labels
     from convert.scoring import write_scores
     from firmware_app.config import ContextSection
@@ -310,6 +310,7 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
         veto=args.veto if args.veto is not None else defaults.veto,
         drift_limit=args.drift_limit if args.drift_limit is not None else defaults.drift_limit,
         topup_spacing_s=0.0,  # the replay's clock is the frame order, not seconds: one reference per burst at most
+        noise_floor=extractor.card.noise_floor,
     )
     cutoff = args.cutoff if args.cutoff is not None else classifier.card.cutoff
     config = context_eval.trap_config(cutoff, defaults.max_references, settings.topup_spacing_s)
@@ -327,8 +328,8 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
     context_eval.render(result)
     if args.lolo:
-        result["lolo"] = context_eval.lolo(rows, cutoff, args.target_recall, settings.cutoff)
-        context_eval.render_lolo(result["lolo"])
+        result["lolo"] = context_lolo.lolo(rows, cutoff, args.target_recall, settings.cutoff)
+        context_lolo.render_lolo(result["lolo"])
     if args.decisions:
         context_eval.write_decisions(rows, args.decisions)
     if args.save_scores:  # the context-decided frames' context scores: `tune --scores` picks their cutoff

@@ -72,6 +72,7 @@ def context_settings(config: Config, extractor: FeatureExtractor) -> ContextSett
         veto_margin=c.veto_margin,
         drift_limit=c.drift_limit,
         topup_spacing_s=c.topup_spacing_s,
+        noise_floor=extractor.card.noise_floor,
     )
 
 

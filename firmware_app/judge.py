@@ -319,7 +319,7 @@ class Judge:
         mode, features = lighting_mode(seen.exposure), context.extractor.features(view.pixels)
         bank_view = context.bank.view(camera, mode)
         if bank_view is not None and bank_view.ids:
-            result = compare(features, bank_view.features, bank_view.baseline)
+            result = compare(features, bank_view.features, bank_view.baseline, context.settings.noise_floor)
             local = result.mismatch <= context.settings.drift_limit and result.score >= context.settings.cutoff
             if local:
                 return f"not taken: a local change in a matching scene (context {result.score:.3f})"

@@ -15,7 +15,9 @@ This is a shared contract: the trap reads it, `convert` writes it. Format `blank
 the resize: the info bars that trail cameras stamp on every frame.
 
 A `features` model (the camera-context extractor) outputs a `[1, h, w, c]` feature map; its `cutoff`
-is the context score's cutoff (see firmware_app/context/).
+is the context score's cutoff (see firmware_app/context/), and `context_score.noise_floor` (optional)
+the score's calibration that cutoff was chosen with (`firmware_app.context.score.excess_share`; absent
+in cards made before it: the plain difference).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     edgetpu_file: str | None = None
     edgetpu_sha256: str | None = None
+    noise_floor: float | None = None  # features models: context_score.noise_floor (score.excess_share)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -139,6 +142,16 @@ def _crop(crop: Any, where: Path) -> tuple[float, float]:
     return float(top), float(bottom)  # type: ignore[arg-type]
 
 
+def _noise_floor(raw: dict[str, Any], where: Path) -> float | None:
+    section = raw.get("context_score")
+    if section is None:
+        return None
+    value = section.get("noise_floor") if isinstance(section, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 < value <= 2.0):
+        raise ModelError(f"{where}: key 'context_score.noise_floor' = {value!r}; expected a number over 0, at most 2")
+    return float(value)
+
+
 def parse_card(raw: dict[str, Any], where: Path) -> ModelCard:
     fmt = raw.get("format", CARD_FORMAT)
     if fmt != CARD_FORMAT:
@@ -177,5 +190,6 @@ def parse_card(raw: dict[str, Any], where: Path) -> ModelCard:
         metrics=raw.get("metrics") or {},
         edgetpu_file=edgetpu.get("file"),
         edgetpu_sha256=edgetpu.get("sha256"),
+        noise_floor=_noise_floor(raw, where),
         raw=raw,
     )

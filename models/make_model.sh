@@ -53,16 +53,23 @@ from pathlib import Path
 card_path = Path(sys.argv[1]).with_suffix(".json")
 card, lolo = json.loads(card_path.read_text()), json.loads(Path(sys.argv[2]).read_text())["lolo"]
 card["cutoff"] = lolo["shipping_cutoff"]
+if lolo["shipping_noise_floor"] is None:
+    card.pop("context_score", None)  # the plain difference
+else:
+    card["context_score"] = {"noise_floor": lolo["shipping_noise_floor"]}
 card["metrics"].pop("tune", None)
 card["metrics"]["lolo"] = {
     "command": "blankfilter eval --context --deployment --lolo --labels models/build/lolo_labels.csv",
     "labels": "models/evaluation_labels.py: Missouri Panama, Missouri Netherlands, Norway tunnels 1-3, Wellington",
     "protocol": "deployment replay: per burst up to 3 known blanks per lighting mode of the same camera from other "
-    "bursts (>= 2 h away where times are known), never the frame or its burst; the context cutoff is the lowest "
-    "over groups of each group's highest cutoff keeping >= 97 % of its context-judged animal bursts, and of the "
-    "cutoff keeping >= 97 % of the groups' animal frames compared in a matched scene on context alone (no veto)",
-    **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "highest_safe_cutoff_per_group",
-                            "shipping_chosen_by", "shipping_context_alone_floor")},
+    "bursts (>= 2 h away where times are known), never the frame or its burst; the score's calibration is the one "
+    "that, leave one location out within the other groups, meets the recall target at each and discards the most "
+    "blank frames; the context cutoff is the lowest over groups of each group's highest cutoff keeping >= 97 % of "
+    "its context-judged animal bursts, and of the cutoff keeping >= 97 % of the groups' animal frames compared in a "
+    "matched scene on context alone (no veto)",
+    **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "calibrations_tried", "shipping_calibration",
+                            "shipping_calibration_trials", "highest_safe_cutoff_per_group", "shipping_chosen_by",
+                            "shipping_context_alone_floor")},
     "held_out": lolo["folds"], "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
 }
 card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -131,11 +131,9 @@ def build(
                 meta.append(None)
                 continue
             cached = decode(f.path, CACHE_SIZE)
-            for k, (image, label, donor, boxes, crop) in enumerate(
-                variants_of(f, plains[f.path], cached, donors, rng, pastes)
-            ):
+            for kind, image, label, donor, boxes, crop in variants_of(f, plains[f.path], cached, donors, rng, pastes):
                 images.append(image)
-                meta.append((f, k, label, donor, boxes, crop))
+                meta.append((f, kind, label, donor, boxes, crop))
         for feats, m in zip(frozen_features(net, images), meta, strict=True):
             if m is None or m[1] == "plain":
                 scoring.append(feats)

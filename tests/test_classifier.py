@@ -207,6 +207,11 @@ def test_card_size_disagreeing_with_tensor(tmp_path: Path) -> None:
         ({"input.resize": "crop"}, "input.resize"),
         ({"input.std": [1, 0, 1]}, "input.std"),
         ({"output.kind": "odds"}, "output.kind"),
+        ({"context_score": {"noise_floor": float("nan")}}, "context_score.noise_floor"),
+        ({"context_score": {"noise_floor": 0}}, "context_score.noise_floor"),
+        ({"context_score": {"noise_floor": True}}, "context_score.noise_floor"),
+        ({"context_score": {"noise_floor": 5}}, "context_score.noise_floor"),
+        ({"context_score": "0.1"}, "context_score.noise_floor"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else v,
 )

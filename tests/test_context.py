@@ -17,7 +17,7 @@ from firmware_app.context import (
 )
 from firmware_app.context.bank import ANY_CAMERA, BankError, ReferenceBank
 from firmware_app.context.extractor import unit_cells
-from firmware_app.context.score import baseline, compare, distance_map
+from firmware_app.context.score import baseline, compare, distance_map, excess_share
 from firmware_app.decision import Candidate, Cutoffs, burst_is_blank, frame_decision, is_blank
 from firmware_app.ledger import Ledger
 
@@ -73,6 +73,32 @@ def test_baseline_is_the_banks_own_noise() -> None:
     frame = scene(base=BASE, noise=0.4)
     # the same windy frame scores lower against a windy bank than it would raw: one cutoff for all
     assert compare(frame, windy, baseline(windy)).score < compare(frame, windy, baseline(calm)).score
+
+
+def test_the_score_is_the_share_of_the_change_beyond_the_cameras_own_noise() -> None:
+    """excess_share: (peak - level) / (peak + noise floor). The same most-changed cell (peak 0.5)
+    means less at a camera whose references differ by 0.3 from each other than at one whose
+    references are near-copies; one cutoff then serves both."""
+    assert excess_share(0.5, 0.3, None) == pytest.approx(0.2)  # cards made before the calibration
+    assert excess_share(0.5, 0.3, 0.1) == pytest.approx(0.2 / 0.6)
+    assert excess_share(0.5, 0.02, 0.1) == pytest.approx(0.48 / 0.6)
+    assert excess_share(0.3, 0.3, 0.1) == 0.0  # as changed as the references are from each other
+    assert excess_share(0.1, 0.3, 0.1) < 0  # closer to them than they are to each other
+    assert all(excess_share(peak, 0.0, 0.1) < 1 for peak in (0.5, 1.0, 2.0))  # bounded: fits a card's cutoff
+    # the noise floor: a bank of near-copies (level 0) does not make a speck of change a certain animal
+    assert excess_share(0.02, 0.0, 0.1) == pytest.approx(0.02 / 0.12)
+
+
+def test_compare_reports_the_peak_and_level_it_calibrated() -> None:
+    refs = np.stack([scene(base=BASE, noise=0.3) for _ in range(3)])
+    changed = BASE.copy()
+    changed[2, 3] = RNG.normal(size=16) * 5
+    frame, base = scene(base=changed), baseline(refs)
+    plain, calibrated = compare(frame, refs, base), compare(frame, refs, base, noise_floor=0.1)
+    assert plain.peak == calibrated.peak > 0.3 and plain.level == calibrated.level == base.level > 0
+    assert plain.score == pytest.approx(plain.peak - base.level)
+    assert calibrated.score == pytest.approx((calibrated.peak - base.level) / (calibrated.peak + 0.1))
+    assert calibrated.cell == plain.cell == (2, 3) and calibrated.mismatch == plain.mismatch
 
 
 def test_shape_mismatch_is_refused() -> None:

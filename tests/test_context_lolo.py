@@ -4,11 +4,13 @@ replays: every number here is worked out by hand from the frames the test makes.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from convert.context_eval import ON_CONTEXT_ALONE, ReplayFrame, context_alone_floor, lolo
+from convert.context_eval import ReplayFrame
+from convert.context_lolo import ON_CONTEXT_ALONE, context_alone_floor, lolo
 from convert.labels import LabelledFrame
 from firmware_app.actions import ContextState
 from firmware_app.context import Assessment
@@ -68,3 +70,71 @@ def test_a_held_out_group_never_chooses_its_own_cutoff() -> None:
     assert folds["tunnel"]["context_cutoff"] == pytest.approx(0.10)  # the trail's lowest animal
     assert "trail" in folds["tunnel"]["chosen_by"] and "tunnel" not in folds["tunnel"]["chosen_by"]
     assert folds["trail"]["context_cutoff"] == pytest.approx(0.30)  # the tunnel's animals on context alone
+
+
+def calibrated(group: str, burst: str, label: str, peak: float, level: float) -> ReplayFrame:
+    """A frame compared in a matched scene (p 0.3: no veto, not classifier-blank): context alone
+    decides, and its score can be recomputed under any calibration from its peak and level."""
+    row = frame(group, burst, label, 0.3, ContextState.MATCHED, peak - level)
+    assert row.assessment is not None
+    return replace(row, assessment=replace(row.assessment, peak=peak, level=level))
+
+
+def place(group: str, blank_peak: float, level: float) -> list[ReplayFrame]:
+    """Ten animal bursts: one faint animal, the same at every place (peak 0.45 over a level of 0.1:
+    difference 0.35, share at noise floor 0.1 = 0.35 / 0.55 = 0.636), so every cutoff any fold
+    chooses keeps it, and nine clear ones (peak 0.95, level 0.1); and ten blank frames."""
+    rows = [calibrated(group, "faint", "animal", 0.45, 0.1)]
+    rows += [calibrated(group, f"a{i}", "animal", 0.95, 0.1) for i in range(9)]
+    return rows + [calibrated(group, f"b{i}", "blank", blank_peak, level) for i in range(10)]
+
+
+def test_the_calibration_is_chosen_leave_one_location_out_within_the_other_groups() -> None:
+    """Three places whose empty frames differ a lot from their references (peak 0.9 over a noisy
+    level of 0.5): as a difference they score 0.4, over the 0.35 that the faint animal allows, and
+    are all kept; as a share at noise floor 0.1 they score 0.4 / 1.0 = 0.4, under 0.636, and all go.
+    A calm place (blank peak 0.05 over a level of 0.02) discards its blanks either way. Every fold,
+    choosing among the other groups only, picks the noise floor; so does shipping."""
+    rows = place("tunnel", 0.9, 0.5) + place("burrow", 0.9, 0.5) + place("forest", 0.9, 0.5)
+    rows += place("desert", 0.05, 0.02)
+    result = lolo(rows, CLASSIFIER_CUTOFF, 0.97, fallback=0.5, forms=(None, 0.1))
+    for fold in result["folds"]:
+        assert fold["noise_floor"] == 0.1 and fold["context_cutoff"] == pytest.approx(0.35 / 0.55)
+        assert (fold["animal_bursts_kept"], fold["animal_bursts"]) == (10, 10)
+        assert fold["blank_frames_with_references_discarded"] == 10
+        assert fold["held_out"] not in fold["calibration_trials"]  # trials name calibrations, not groups
+    tunnel = next(f for f in result["folds"] if f["held_out"] == "tunnel")
+    # inside burrow, forest and desert: the difference discards only the desert's 10; the share all 30
+    assert tunnel["calibration_trials"] == {
+        "difference": {"recall_met": True, "blank_frames_with_references_discarded": 10},
+        "noise floor 0.1": {"recall_met": True, "blank_frames_with_references_discarded": 30},
+    }
+    assert result["shipping_noise_floor"] == 0.1 and result["shipping_cutoff"] == pytest.approx(0.35 / 0.55)
+    assert result["pooled_held_out"]["blank_frames_with_references_discarded"] == 40
+    # each blank frame is its own burst here: every one of the 40 blank bursts is gone
+    assert result["pooled_held_out"]["blank_bursts_with_references_discarded"] == 40
+
+
+def test_recall_comes_before_blanks_in_the_calibration_choice() -> None:
+    """A calibration that discards more but loses animals at an inner group is not chosen. Two
+    tunnels (animals peak 0.9 over level 0.1: difference 0.8, share 0.8 / 1.0 = 0.8; blanks 0.5 over
+    0.3: 0.2, share 0.33) and a desert of near-copy references (level 0: animals peak 0.5, so 0.5 as
+    a difference and 0.5 / 0.6 = 0.83 as a share; blanks peak 0.45, so 0.45 and 0.45 / 0.55 = 0.82)."""
+
+    def desert() -> list[ReplayFrame]:
+        rows = [calibrated("desert", f"a{i}", "animal", 0.5, 0.0) for i in range(10)]
+        return rows + [calibrated("desert", f"b{i}", "blank", 0.45, 0.0) for i in range(10)]
+
+    def tunnel(group: str) -> list[ReplayFrame]:
+        rows = [calibrated(group, f"a{i}", "animal", 0.9, 0.1) for i in range(10)]
+        return rows + [calibrated(group, f"b{i}", "blank", 0.5, 0.3) for i in range(10)]
+
+    result = lolo(tunnel("tunnel") + tunnel("burrow") + desert(), CLASSIFIER_CUTOFF, 0.97, 0.5, forms=(None, 0.1))
+    # as a difference the desert, held out inside the choice, gets the tunnels' 0.8 and loses all ten
+    # animals (0.5), though every blank of all three places goes (0.2, 0.2 and 0.45 under their cutoffs);
+    # as a share it keeps them (0.83 >= 0.8) and its own blanks (0.82) stay
+    assert result["shipping_calibration_trials"] == {
+        "difference": {"recall_met": False, "blank_frames_with_references_discarded": 30},
+        "noise floor 0.1": {"recall_met": True, "blank_frames_with_references_discarded": 20},
+    }
+    assert result["shipping_noise_floor"] == 0.1

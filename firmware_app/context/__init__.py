@@ -40,6 +40,7 @@ class ContextSettings:
     drift_limit: float  # drift level over which the references no longer describe the scene
     topup_spacing_s: float  # at most one automatic reference per camera and mode in this time
     veto_margin: float = 2.0  # logit units the classifier must clear over its highest score of the references
+    noise_floor: float | None = None  # the score's calibration (score.excess_share): the extractor card's
 
 
 def _logit(p: float) -> float:
@@ -71,6 +72,8 @@ class Assessment:
     mismatch: float | None = None  # drift level: a low percentile of the cell distances
     references: int = 0
     features: np.ndarray | None = None  # kept in memory for the top-up, never in the ledger
+    peak: float | None = None  # the most changed cell and the bank's level the score was calibrated by:
+    level: float | None = None  # `eval --lolo` rescores with other calibrations from these
 
     @property
     def decides(self) -> bool:
@@ -134,7 +137,7 @@ class CameraContext:
         view = view.excluding_burst(burst) if view is not None else None
         if view is None or not view.ids:
             return Assessment(ContextState.NO_REFERENCES, mode)
-        result = compare(features, view.features, view.baseline)
+        result = compare(features, view.features, view.baseline, self.settings.noise_floor)
         if view.baseline.spread > self.settings.drift_limit:
             state = ContextState.INCONSISTENT  # the references disagree with each other
         elif result.mismatch > self.settings.drift_limit:
@@ -145,7 +148,7 @@ class CameraContext:
         if state == ContextState.MATCHED and sure:  # (drift already needs the classifier to agree)
             state = ContextState.VETOED
         mismatch = view.baseline.spread if state == ContextState.INCONSISTENT else result.mismatch
-        return Assessment(state, mode, result.score, mismatch, len(view.ids), features)
+        return Assessment(state, mode, result.score, mismatch, len(view.ids), features, result.peak, result.level)
 
     def is_context_blank(self, assessment: Assessment) -> bool:
         return assessment.decides and assessment.score is not None and assessment.score < self.settings.cutoff

@@ -8,6 +8,12 @@ a low percentile of the cells (`DRIFT_PERCENTILE`): a moved camera changes nearl
 animal standing close a third or half of them, so the median, which the first version used, took
 big animals for drift (on unseen cameras it flagged 43 animal frames of 45 flagged). Drift never
 discards more: the judge then needs the classifier to agree before calling a frame blank.
+
+The score calibrates the most changed cell (`peak`) by the camera's own noise (`level`, how far its
+references are from each other): `excess_share`. One context cutoff then means the same at a tunnel
+floor whose empty frames differ by 0.2 from each other and at a camera whose references are a few
+frames of one moment (level 0.05), where the first version's `peak - level` sat its blanks
+0.3-0.4 over the cutoff that the tunnels' animals allowed.
 """
 
 from __future__ import annotations
@@ -63,12 +69,31 @@ def baseline(references: np.ndarray) -> Baseline:
 
 @dataclass(frozen=True)
 class Comparison:
-    score: float  # most changed cell, minus the bank's baseline level
+    score: float  # the context score: `excess_share` of the most changed cell over the bank's level
     mismatch: float  # drift level (a low percentile of the cells): the whole scene differs
     cell: tuple[int, int]  # (row, column) of the most changed cell
+    peak: float = 0.0  # the most changed cell's distance, before calibration
+    level: float = 0.0  # the bank's baseline level it was calibrated by
 
 
-def compare(features: np.ndarray, references: np.ndarray, base: Baseline) -> Comparison:
+def excess_share(peak: float, level: float, noise_floor: float | None) -> float:
+    """The context score: the share of the most changed cell's distance that lies beyond the camera's
+    own noise, (peak - level) / (peak + noise_floor). 0: no more changed than the references are from
+    each other; towards 1: far beyond it; negative: closer than they are. Equivalent, for ranking, to
+    (peak - level) / (level + noise_floor), the change in units of the camera's own noise, but bounded
+    under 1, so its cutoff fits a model card. `noise_floor` keeps a bank of near-copies (level ~0)
+    from calling every speck a change; it was chosen leave one location out (models/README.md).
+    None: the first version's plain `peak - level` (extractor cards made before the calibration)."""
+    if noise_floor is None:
+        return peak - level
+    return (peak - level) / (peak + noise_floor)
+
+
+def compare(
+    features: np.ndarray, references: np.ndarray, base: Baseline, noise_floor: float | None = None
+) -> Comparison:
     dmap = distance_map(features, references)
     row, col = np.unravel_index(int(np.argmax(dmap)), dmap.shape)
-    return Comparison(float(dmap[row, col]) - base.level, drift_level(dmap), (int(row), int(col)))
+    peak = float(dmap[row, col])
+    return Comparison(excess_share(peak, base.level, noise_floor), drift_level(dmap), (int(row), int(col)), peak,
+                      base.level)  # fmt: skip
