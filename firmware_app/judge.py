@@ -34,7 +34,7 @@ from PIL import Image
 from firmware_app.actions import Action, ContextState, Verdict
 from firmware_app.classifiers import Classifier
 from firmware_app.config import Config
-from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFrame, lighting_mode
+from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFrame, a_reference, lighting_mode
 from firmware_app.context.bank import BankError
 from firmware_app.context.bars import detect_info_bars
 from firmware_app.context.score import compare
@@ -325,7 +325,7 @@ class Judge:
                 return f"not taken: a local change in a matching scene (context {result.score:.3f})"
         added = context.bank.add(camera, mode, features, origin="auto", source=source, sha256=sha256,
                                  captured_ts=captured_ts, score=score)  # fmt: skip
-        return f"taken as a {mode} reference" if added is not None else "not taken: the bank is full of chosen ones"
+        return f"taken as {a_reference(mode)}" if added is not None else "not taken: the bank is full of chosen ones"
 
     def _need_context(self) -> CameraContext:
         if self.context is None:

@@ -337,7 +337,7 @@ def test_status_carries_each_cameras_reference_count_and_age(
     before = time.time()
     added = run_cli("reference", "add", FRAMES / "speciesnet" / "blank.jpg", reshot, night, "--camera", "cam1",
                     *args, check_rc=0).stdout  # fmt: skip
-    assert added.count("added as a day reference") == 2 and added.count("added as a ir reference") == 1, added
+    assert added.count("added as a day reference") == 2 and added.count("added as an IR reference") == 1, added
     run_cli("reference", "add", FRAMES / "speciesnet" / "ocelot.jpg", "--camera", "cam2", *args, check_rc=0)
     db = sqlite3.connect(tmp_path / "store" / "references.db")
     two_days_ago = datetime.fromtimestamp(time.time() - 2 * 86400, UTC).isoformat(timespec="seconds")

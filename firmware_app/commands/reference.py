@@ -85,7 +85,7 @@ def check_cameras(files: list[Path], inbox: Path) -> None:
 
 def cmd_add(args: argparse.Namespace) -> int:
     from firmware_app.app import context_settings, load_model
-    from firmware_app.context import CameraContext
+    from firmware_app.context import CameraContext, a_reference
     from firmware_app.judge import Judge
 
     config = config_from_args(args)
@@ -112,7 +112,7 @@ def cmd_add(args: argparse.Namespace) -> int:
                 failed += 1
             else:
                 mode, added = outcome
-                print(f"{source}: {'added' if added else 'already there'} as a {mode} reference of camera {camera}")
+                print(f"{source}: {'added' if added else 'already there'} as {a_reference(mode)} of camera {camera}")
     bank.close()
     return 1 if failed else 0
 

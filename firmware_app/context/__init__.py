@@ -80,6 +80,11 @@ class Assessment:
         return self.state == ContextState.MATCHED
 
 
+def a_reference(mode: str) -> str:
+    """How logs and messages name a reference of a lighting mode: "a day reference", "an IR reference"."""
+    return "an IR reference" if mode == "ir" else f"a {mode} reference"
+
+
 def lighting_mode(exposure: Exposure) -> str:
     """Day colour or night IR: references from the other mode would make every frame look changed."""
     return "ir" if exposure.greyscale else "day"
@@ -131,7 +136,7 @@ class CameraContext:
         if self.bank.take_capture(camera):
             self.bank.add(camera, mode, features, origin="capture", source=source, sha256=frame.sha256, burst=burst,
                           captured_ts=frame.captured_ts, score=frame.score)  # fmt: skip
-            log.info("%s: taken as a %s reference of camera %s (capture step)", source, mode, camera)
+            log.info("%s: taken as %s of camera %s (capture step)", source, a_reference(mode), camera)
             return Assessment(ContextState.CAPTURED, mode)
         view = self.bank.view(camera, mode)
         view = view.excluding_burst(burst) if view is not None else None
