@@ -58,6 +58,10 @@ def test_groups_whose_animals_the_veto_keeps_still_limit_the_cutoff_by_their_con
     trail = next(f for f in result["folds"] if f["held_out"] == "trail")
     assert trail["context_cutoff"] == pytest.approx(0.30) and trail["chosen_by"] == [ON_CONTEXT_ALONE]
     assert (trail["animal_bursts_kept"], trail["animal_bursts"]) == (8, 10)  # 0.30 ... 0.37 kept
+    assert (trail["matched_animal_frames_kept_on_context_alone"], trail["matched_animal_frames"]) == (8, 10)
+    # the tunnel's animals, held out at the others' cutoff (0.28): all kept by the veto, and by context alone too
+    tunnel = next(f for f in result["folds"] if f["held_out"] == "tunnel")
+    assert tunnel["animal_bursts_kept"] == tunnel["matched_animal_frames_kept_on_context_alone"] == 10
     assert (trail["blank_frames_with_references_discarded"], trail["blank_frames_with_references"]) == (10, 10)
     # with every group in, the unsure place's lowest animal (0.28) sets it, by both rules
     assert result["shipping_cutoff"] == pytest.approx(0.28)
@@ -106,9 +110,11 @@ def test_the_calibration_is_chosen_leave_one_location_out_within_the_other_group
     tunnel = next(f for f in result["folds"] if f["held_out"] == "tunnel")
     # inside burrow, forest and desert: the difference discards only the desert's 10; the share all 30
     assert tunnel["calibration_trials"] == {
-        "difference": {"recall_met": True, "blank_frames_with_references_discarded": 10},
-        "noise floor 0.1": {"recall_met": True, "blank_frames_with_references_discarded": 30},
-    }
+        "difference": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
+                       "blank_frames_with_references_discarded": 10},
+        "noise floor 0.1": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
+                            "blank_frames_with_references_discarded": 30},
+    }  # fmt: skip
     assert result["shipping_noise_floor"] == 0.1 and result["shipping_cutoff"] == pytest.approx(0.35 / 0.55)
     assert result["pooled_held_out"]["blank_frames_with_references_discarded"] == 40
     # each blank frame is its own burst here: every one of the 40 blank bursts is gone
@@ -133,8 +139,36 @@ def test_recall_comes_before_blanks_in_the_calibration_choice() -> None:
     # as a difference the desert, held out inside the choice, gets the tunnels' 0.8 and loses all ten
     # animals (0.5), though every blank of all three places goes (0.2, 0.2 and 0.45 under their cutoffs);
     # as a share it keeps them (0.83 >= 0.8) and its own blanks (0.82) stay
+    trials = result["shipping_calibration_trials"]
+    difference, share = trials["difference"], trials["noise floor 0.1"]
+    assert (difference["recall_met"], difference["blank_frames_with_references_discarded"]) == (False, 30)
+    assert (share["recall_met"], share["blank_frames_with_references_discarded"]) == (True, 20)
+    assert result["shipping_noise_floor"] == 0.1
+
+
+def test_animals_kept_on_context_alone_come_before_blanks_in_the_calibration_choice() -> None:
+    """Where the veto keeps every animal burst, the calibration that keeps more animal frames on
+    context alone wins over one that discards more blanks: at an unseen camera the veto can be wrong.
+    Two noisy places (level 0.3; animals peak 0.62: difference 0.32, share 0.32 / 0.72 = 0.44; blanks
+    peak 0.55: 0.25 and 0.25 / 0.65 = 0.38) and a quiet one (level 0; animals peak 0.3: 0.30 and 0.75;
+    blanks peak 0.28: 0.28 and 0.74). As a difference the quiet place, held out inside the choice, gets
+    the noisy places' 0.32: its animals (0.30) stand on the veto alone, and its blanks go; as a share
+    it gets 0.44 and keeps both."""
+
+    def place(group: str, level: float, animal: float, blank: float) -> list[ReplayFrame]:
+        rows = []
+        for i in range(10):
+            row = calibrated(group, f"a{i}", "animal", animal, level)
+            assert row.assessment is not None
+            rows.append(replace(row, score=0.99, assessment=replace(row.assessment, state=ContextState.VETOED)))
+        return rows + [calibrated(group, f"b{i}", "blank", blank, level) for i in range(10)]
+
+    rows = place("tunnel", 0.3, 0.62, 0.55) + place("burrow", 0.3, 0.62, 0.55) + place("desert", 0.0, 0.3, 0.28)
+    result = lolo(rows, CLASSIFIER_CUTOFF, 0.97, 0.5, forms=(None, 0.1))
     assert result["shipping_calibration_trials"] == {
-        "difference": {"recall_met": False, "blank_frames_with_references_discarded": 30},
-        "noise floor 0.1": {"recall_met": True, "blank_frames_with_references_discarded": 20},
-    }
+        "difference": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 20,
+                       "blank_frames_with_references_discarded": 30},
+        "noise floor 0.1": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
+                            "blank_frames_with_references_discarded": 20},
+    }  # fmt: skip
     assert result["shipping_noise_floor"] == 0.1
