@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
 
 import cellnet  # noqa: E402
+import trainset  # noqa: E402
 from cellnet import GRID, SIZE, CellNet, frozen_features, load_imagenet, top_logits  # noqa: E402
 from trainset import (  # noqa: E402
     Box,
@@ -268,7 +269,8 @@ def lolo_summary(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def load_or_build(args: argparse.Namespace, all_frames: list[Frame]) -> tuple[list[Variant], list[torch.Tensor]]:
-    cache = args.out / f"variants-p{args.pastes}-f{cellnet.FROZEN}.pt"
+    tail = "".join(f"-{t}" for t in sorted(trainset.TAIL))
+    cache = args.out / f"variants-p{args.pastes}-f{cellnet.FROZEN}{tail}.pt"
     if args.reuse_features and cache.exists():
         saved = torch.load(cache, weights_only=False)
         if saved["frames"] == [str(f.path) for f in all_frames]:
@@ -293,6 +295,7 @@ def main() -> None:
     parser.add_argument("--no-final", action="store_true", help="skip training the shipped model on every group")
     parser.add_argument("--frozen", type=int, default=cellnet.FROZEN, help="MBConv blocks kept ImageNet's (of 16)")
     parser.add_argument("--without", default="", help="comma-separated variant kinds to leave out (pasted, crop)")
+    parser.add_argument("--tail", default="", help=f"comma-separated extra variants ({', '.join(trainset.TAILS)})")
     parser.add_argument("--reuse-features", action="store_true", help="reuse --out's cached frame variants")
     parser.add_argument("--export-only", action="store_true", help="only write weights.npz from weights.pt")
     args = parser.parse_args()
@@ -304,6 +307,9 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     cellnet.FROZEN = args.frozen  # the features are computed through block FROZEN, the rest trains
+    trainset.TAIL = frozenset(t for t in args.tail.split(",") if t)
+    if unknown := trainset.TAIL - set(trainset.TAILS):
+        parser.error(f"--tail {args.tail}: unknown {', '.join(sorted(unknown))}; expected {', '.join(trainset.TAILS)}")
     started = time.time()
     all_frames = frames(args.data)
     variants, scoring = load_or_build(args, all_frames)
@@ -339,6 +345,7 @@ def main() -> None:
             "epochs": args.epochs,
             "pastes": args.pastes,
             "without": args.without,
+            "tail": args.tail,
             "seed": SEED,
             "frozen_blocks": cellnet.FROZEN,
         }
