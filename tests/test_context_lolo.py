@@ -84,6 +84,12 @@ def calibrated(group: str, burst: str, label: str, peak: float, level: float) ->
     return replace(row, assessment=replace(row.assessment, peak=peak, level=level))
 
 
+def trial(recall_met: bool, kept_on_context_alone: int, blanks_discarded: int) -> dict[str, object]:
+    """One calibration's result inside a choice, as `lolo` reports it."""
+    return {"recall_met": recall_met, "matched_animal_frames_kept_on_context_alone": kept_on_context_alone,
+            "blank_frames_with_references_discarded": blanks_discarded}  # fmt: skip
+
+
 def place(group: str, blank_peak: float, level: float) -> list[ReplayFrame]:
     """Ten animal bursts: one faint animal, the same at every place (peak 0.45 over a level of 0.1:
     difference 0.35, share at noise floor 0.1 = 0.35 / 0.55 = 0.636), so every cutoff any fold
@@ -109,12 +115,7 @@ def test_the_calibration_is_chosen_leave_one_location_out_within_the_other_group
         assert fold["held_out"] not in fold["calibration_trials"]  # trials name calibrations, not groups
     tunnel = next(f for f in result["folds"] if f["held_out"] == "tunnel")
     # inside burrow, forest and desert: the difference discards only the desert's 10; the share all 30
-    assert tunnel["calibration_trials"] == {
-        "difference": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
-                       "blank_frames_with_references_discarded": 10},
-        "noise floor 0.1": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
-                            "blank_frames_with_references_discarded": 30},
-    }  # fmt: skip
+    assert tunnel["calibration_trials"] == {"difference": trial(True, 30, 10), "noise floor 0.1": trial(True, 30, 30)}
     assert result["shipping_noise_floor"] == 0.1 and result["shipping_cutoff"] == pytest.approx(0.35 / 0.55)
     assert result["pooled_held_out"]["blank_frames_with_references_discarded"] == 40
     # each blank frame is its own burst here: every one of the 40 blank bursts is gone
@@ -165,10 +166,6 @@ def test_animals_kept_on_context_alone_come_before_blanks_in_the_calibration_cho
 
     rows = place("tunnel", 0.3, 0.62, 0.55) + place("burrow", 0.3, 0.62, 0.55) + place("desert", 0.0, 0.3, 0.28)
     result = lolo(rows, CLASSIFIER_CUTOFF, 0.97, 0.5, forms=(None, 0.1))
-    assert result["shipping_calibration_trials"] == {
-        "difference": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 20,
-                       "blank_frames_with_references_discarded": 30},
-        "noise floor 0.1": {"recall_met": True, "matched_animal_frames_kept_on_context_alone": 30,
-                            "blank_frames_with_references_discarded": 20},
-    }  # fmt: skip
+    trials = result["shipping_calibration_trials"]
+    assert trials == {"difference": trial(True, 20, 30), "noise floor 0.1": trial(True, 30, 20)}
     assert result["shipping_noise_floor"] == 0.1
