@@ -37,7 +37,6 @@ from firmware_app.config import Config
 from firmware_app.context import Assessment, CameraContext, FrameFacts, TopUpFrame, a_reference, lighting_mode
 from firmware_app.context.bank import BankError
 from firmware_app.context.bars import detect_info_bars
-from firmware_app.context.score import compare
 from firmware_app.decision import Candidate, Cutoffs, burst_actions, burst_id, camera_of, frame_decision
 from firmware_app.errors import BlankfilterError, ImageError
 from firmware_app.events.payloads import AuditFrame, EventFrame, build_audit, build_event, dumps
@@ -319,7 +318,7 @@ class Judge:
         mode, features = lighting_mode(seen.exposure), context.extractor.features(view.pixels)
         bank_view = context.bank.view(camera, mode)
         if bank_view is not None and bank_view.ids:
-            result = compare(features, bank_view.features, bank_view.baseline, context.settings.noise_floor)
+            result = context.compare(features, bank_view)
             local = result.mismatch <= context.settings.drift_limit and result.score >= context.settings.cutoff
             if local:
                 return f"not taken: a local change in a matching scene (context {result.score:.3f})"

@@ -148,7 +148,9 @@ def _noise_floor(raw: dict[str, Any], where: Path) -> float | None:
         return None
     value = section.get("noise_floor") if isinstance(section, dict) else None
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 < value <= 2.0):
-        raise ModelError(f"{where}: key 'context_score.noise_floor' = {value!r}; expected a number over 0, at most 2")
+        key, shown = ("context_score.noise_floor", value) if isinstance(section, dict) else ("context_score", section)
+        found = f"'{key}' = {shown!r}"
+        raise ModelError(f"{where}: key {found}; expected context_score.noise_floor, a number over 0, at most 2")
     return float(value)
 
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_app.actions import ContextState
-from firmware_app.context.bank import ReferenceBank
+from firmware_app.context.bank import BankView, ReferenceBank
 from firmware_app.context.extractor import FeatureExtractor
-from firmware_app.context.score import compare
+from firmware_app.context.score import Comparison, compare
 from firmware_app.imaging import Exposure
 from firmware_app.modelcard import InputSpec
 
@@ -142,7 +142,7 @@ class CameraContext:
         view = view.excluding_burst(burst) if view is not None else None
         if view is None or not view.ids:
             return Assessment(ContextState.NO_REFERENCES, mode)
-        result = compare(features, view.features, view.baseline, self.settings.noise_floor)
+        result = self.compare(features, view)
         if view.baseline.spread > self.settings.drift_limit:
             state = ContextState.INCONSISTENT  # the references disagree with each other
         elif result.mismatch > self.settings.drift_limit:
@@ -154,6 +154,10 @@ class CameraContext:
             state = ContextState.VETOED
         mismatch = view.baseline.spread if state == ContextState.INCONSISTENT else result.mismatch
         return Assessment(state, mode, result.score, mismatch, len(view.ids), features, result.peak, result.level)
+
+    def compare(self, features: np.ndarray, view: BankView) -> Comparison:
+        """A frame's features against a camera's references, scored with this extractor's calibration."""
+        return compare(features, view.features, view.baseline, self.settings.noise_floor)
 
     def is_context_blank(self, assessment: Assessment) -> bool:
         return assessment.decides and assessment.score is not None and assessment.score < self.settings.cutoff
