@@ -103,6 +103,28 @@ def _burst_table(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
     }
 
 
+def failures(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, list[dict[str, Any]]]:
+    """The held-out group's failures by name, worst first: animal bursts lost; animal frames that
+    context alone would have discarded in a matched scene (kept, if at all, by the veto); blank
+    frames with references that were kept. Each with what it was judged against, so the model card
+    can show them (models/context_report.py)."""
+
+    def named(r: ReplayFrame) -> dict[str, Any]:
+        a = r.assessment
+        return {"path": str(r.frame.path), "camera": r.camera, "burst": r.burst,
+                "classifier": r.score, "context": None if a is None else a.score,
+                "state": None if a is None else str(a.state), "references": list(r.references)}  # fmt: skip
+
+    lost = [b for b in bursts_of(rows).values() if any(r.y for r in b) and not any(_kept(r, cutoffs) for r in b)]
+    missed = [r for r in rows if r.y and _in_matched_scene(r) and _score(r) < cutoffs.context]
+    kept = [r for r in rows if not r.y and _has_context(r) and _kept(r, cutoffs)]
+    return {
+        "animal_bursts_lost": [named(max(b, key=lambda r: r.score or 0.0)) for b in lost],
+        "animal_frames_missed_on_context_alone": [named(r) for r in sorted(missed, key=_score)],
+        "blank_frames_with_references_kept": [named(r) for r in sorted(kept, key=_score, reverse=True)],
+    }
+
+
 def highest_safe_cutoff(rows: list[ReplayFrame], classifier_cutoff: float, target: float) -> float | None:
     """The highest context cutoff at which at least `target` of this group's animal bursts that
     context judged are kept. None: no constraint. Burst recall only falls as the cutoff rises, so
@@ -235,10 +257,11 @@ def lolo(
         training = [g for g in names if g != group]
         form, trials = folds_of.choose_form(training, forms, fallback) if training else (forms[0], {})
         cutoff, chosen_by, floor = folds_of.cutoff(form, names, group, fallback)
-        table = _burst_table(folds_of.rows(form)[group], Cutoffs(classifier_cutoff, cutoff))
+        held, chosen = folds_of.rows(form)[group], Cutoffs(classifier_cutoff, cutoff)
         folds.append({"held_out": group, "noise_floor": form, "calibration": _form_name(form),
                       "calibration_trials": trials, "context_cutoff": cutoff, "chosen_by": chosen_by,
-                      "context_alone_floor": floor, **table})  # fmt: skip
+                      "context_alone_floor": floor, **_burst_table(held, chosen),
+                      "failures": failures(held, chosen)})  # fmt: skip
     pooled = {k: sum(f[k] for f in folds) for k in folds[0] if isinstance(folds[0][k], int)} if folds else {}
     form, trials = folds_of.choose_form(names, forms, fallback)
     shipping, shipping_by, shipping_floor = folds_of.cutoff(form, names, None, fallback)
@@ -293,6 +316,10 @@ def render_lolo(result: dict[str, Any]) -> None:
     row("pooled (held out)", "", "", result["pooled_held_out"])
     row("classifier alone", "", "", result["classifier_alone"])
     Console().print(table)
+    for fold in result["folds"]:
+        for f in fold.get("failures", {}).get("animal_bursts_lost", []):
+            Console().print(f"lost held out ({fold['held_out']}): burst {f['burst']}, best frame {f['path']}"
+                            f" (classifier {f['classifier']}, context {f['context']}, {f['state']})")  # fmt: skip
     Console().print(
         f"shipping (every group in): calibration {result['shipping_calibration']}, cutoff "
         f"{result['shipping_cutoff']:.3f}, set by {', '.join(result['shipping_chosen_by']) or 'the fallback'}"

@@ -46,12 +46,16 @@ if [ -f models/context/blankfilter-context-lite0.tflite ]; then
   EXTRACTOR=models/context/blankfilter-context-lite0.tflite
   .venv/bin/python models/evaluation_labels.py --data "$DATA" --out "$BUILD/lolo_labels.csv" --context-lolo
   .venv/bin/blankfilter eval --context --deployment --lolo --model "models/$NAME.tflite" --extractor "$EXTRACTOR" \
-    --labels "$BUILD/lolo_labels.csv" --json models/context/blankfilter-context-lolo.json --quiet
-  .venv/bin/python - "$EXTRACTOR" models/context/blankfilter-context-lolo.json <<'PY'
+    --labels "$BUILD/lolo_labels.csv" --json "$BUILD/context-lolo.json" --quiet
+  # The held-out failures, each beside the first reference it was judged against.
+  .venv/bin/python models/context_report.py "$BUILD/context-lolo.json" --plot models/blankfilter-context-failures.jpg
+  .venv/bin/python - "$EXTRACTOR" "$BUILD/context-lolo.json" "$DATA" <<'PY'
 import json, sys
 from pathlib import Path
-card_path = Path(sys.argv[1]).with_suffix(".json")
-card, lolo = json.loads(card_path.read_text()), json.loads(Path(sys.argv[2]).read_text())["lolo"]
+card_path, data = Path(sys.argv[1]).with_suffix(".json"), sys.argv[3].rstrip("/") + "/"
+text = Path(sys.argv[2]).read_text().replace(json.dumps(data)[1:-1], "")  # failures named inside the data folder
+Path("models/context/blankfilter-context-lolo.json").write_text(text)
+card, lolo = json.loads(card_path.read_text()), json.loads(text)["lolo"]
 card["cutoff"] = lolo["shipping_cutoff"]
 if lolo["shipping_noise_floor"] is None:
     card.pop("context_score", None)  # the plain difference
@@ -70,7 +74,7 @@ card["metrics"]["lolo"] = {
     **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "calibrations_tried", "shipping_calibration",
                             "shipping_calibration_trials", "highest_safe_cutoff_per_group", "shipping_chosen_by",
                             "shipping_context_alone_floor")},
-    "held_out": lolo["folds"], "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
+    "held_out": [{k: v for k, v in f.items() if k != "failures"} for f in lolo["folds"]], "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
 }
 card_path.write_text(json.dumps(card, indent=2) + "\n")
 PY

@@ -68,6 +68,25 @@ def test_groups_whose_animals_the_veto_keeps_still_limit_the_cutoff_by_their_con
     assert result["shipping_chosen_by"] == sorted([ON_CONTEXT_ALONE, "trail"])
 
 
+def test_each_held_out_group_names_its_failures_worst_first() -> None:
+    """The trail, held out at 0.30, loses its two animals under it (0.28, 0.29): named as lost bursts
+    and as frames context alone missed, lowest first; the tunnel, held out at 0.28, loses nothing,
+    and its blanks (0.05) are all discarded; a blank kept is named with what it was judged against."""
+    kept_blank = frame("trail", "bk", "blank", 0.01, ContextState.MATCHED, 0.9)
+    kept_blank = replace(kept_blank, references=("/trail/ref/1.jpg",))
+    rows = sure_animals("tunnel") + sure_animals("burrow") + unsure_animals("trail", lowest=0.28) + [kept_blank]
+    folds = {f["held_out"]: f for f in lolo(rows, CLASSIFIER_CUTOFF, 0.97, fallback=0.5)["folds"]}
+    trail = folds["trail"]["failures"]
+    assert [f["burst"] for f in trail["animal_bursts_lost"]] == ["trail|a0", "trail|a1"]
+    missed = trail["animal_frames_missed_on_context_alone"]
+    assert [f["context"] for f in missed] == pytest.approx([0.28, 0.29])
+    assert [(f["burst"], f["references"]) for f in trail["blank_frames_with_references_kept"]] == [
+        ("trail|bk", ["/trail/ref/1.jpg"])
+    ]
+    assert folds["tunnel"]["failures"] == {"animal_bursts_lost": [], "animal_frames_missed_on_context_alone": [],
+                                           "blank_frames_with_references_kept": []}  # fmt: skip
+
+
 def test_a_held_out_group_never_chooses_its_own_cutoff() -> None:
     rows = sure_animals("tunnel") + unsure_animals("trail", lowest=0.10)
     folds = {f["held_out"]: f for f in lolo(rows, CLASSIFIER_CUTOFF, 0.97, fallback=0.5)["folds"]}
