@@ -317,7 +317,7 @@ def render_lolo(result: dict[str, Any]) -> None:
     row("classifier alone", "", "", result["classifier_alone"])
     Console().print(table)
     for fold in result["folds"]:
-        for f in fold.get("failures", {}).get("animal_bursts_lost", []):
+        for f in fold["failures"]["animal_bursts_lost"]:
             Console().print(f"lost held out ({fold['held_out']}): burst {f['burst']}, best frame {f['path']}"
                             f" (classifier {f['classifier']}, context {f['context']}, {f['state']})")  # fmt: skip
     Console().print(

@@ -74,7 +74,8 @@ card["metrics"]["lolo"] = {
     **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "calibrations_tried", "shipping_calibration",
                             "shipping_calibration_trials", "highest_safe_cutoff_per_group", "shipping_chosen_by",
                             "shipping_context_alone_floor")},
-    "held_out": [{k: v for k, v in f.items() if k != "failures"} for f in lolo["folds"]], "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
+    "held_out": [{k: v for k, v in f.items() if k != "failures"} for f in lolo["folds"]],  # those: the JSON's
+    "pooled_held_out": lolo["pooled_held_out"], "classifier_alone": lolo["classifier_alone"],
 }
 card_path.write_text(json.dumps(card, indent=2) + "\n")
 PY
