@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from convert.context_eval import ReplayFrame
-from convert.context_lolo import ON_CONTEXT_ALONE, context_alone_floor, lolo
+from convert.context_lolo import ON_CONTEXT_ALONE, context_alone_floor, lolo, render_lolo
 from convert.labels import LabelledFrame
 from firmware_app.actions import ContextState
 from firmware_app.context import Assessment
@@ -85,6 +85,14 @@ def test_each_held_out_group_names_its_failures_worst_first() -> None:
     ]
     assert folds["tunnel"]["failures"] == {"animal_bursts_lost": [], "animal_frames_missed_on_context_alone": [],
                                            "blank_frames_with_references_kept": []}  # fmt: skip
+
+
+def test_the_report_names_each_burst_lost_held_out(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = sure_animals("tunnel") + sure_animals("burrow") + unsure_animals("trail", lowest=0.28)
+    render_lolo(lolo(rows, CLASSIFIER_CUTOFF, 0.97, fallback=0.5))
+    lost = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lost held out")]
+    assert [line.split(",")[0] for line in lost] == ["lost held out (trail): burst trail|a0",
+                                                     "lost held out (trail): burst trail|a1"]  # fmt: skip
 
 
 def test_a_held_out_group_never_chooses_its_own_cutoff() -> None:
