@@ -60,6 +60,21 @@ def _in_matched_scene(r: ReplayFrame) -> bool:
     )
 
 
+# The three failures the held-out table counts and `failures` names: one definition each.
+def _burst_lost(burst: list[ReplayFrame], cutoffs: Cutoffs) -> bool:
+    return any(r.y for r in burst) and not any(_kept(r, cutoffs) for r in burst)
+
+
+def _missed_on_context_alone(r: ReplayFrame, cutoffs: Cutoffs) -> bool:
+    """An animal frame compared in a matched scene whose context score alone would discard it."""
+    return bool(r.y) and _in_matched_scene(r) and _score(r) < cutoffs.context
+
+
+def _blank_kept(r: ReplayFrame, cutoffs: Cutoffs) -> bool:
+    """A blank frame compared with references that the judge still kept."""
+    return not r.y and _has_context(r) and _kept(r, cutoffs)
+
+
 def rescored(rows: list[ReplayFrame], noise_floor: float | None) -> list[ReplayFrame]:
     """The rows with their context scores as `noise_floor` would have made them. Rows without a
     recorded peak and level (made by hand) keep their score."""
@@ -83,17 +98,18 @@ def _burst_table(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
     matched = [r for r in animals if _in_matched_scene(r)]
     return {
         "animal_bursts": len(animal),
-        "animal_bursts_kept": sum(any(_kept(r, cutoffs) for r in b) for b in animal),
+        "animal_bursts_kept": len(animal) - sum(_burst_lost(b, cutoffs) for b in animal),
         "context_bursts": len(eligible),
-        "context_bursts_kept": sum(any(_kept(r, cutoffs) for r in b) for b in eligible),
+        "context_bursts_kept": len(eligible) - sum(_burst_lost(b, cutoffs) for b in eligible),
         "animal_frames": len(animals),
         "animal_frames_kept": sum(_kept(r, cutoffs) for r in animals),
         # The veto aside: what context alone keeps of the animals it compared in a matched scene. Here the
         # classifier trained on these places, so its veto is flattered; at an unseen camera it may be wrong.
         "matched_animal_frames": len(matched),
-        "matched_animal_frames_kept_on_context_alone": sum(_score(r) >= cutoffs.context for r in matched),
+        "matched_animal_frames_kept_on_context_alone": len(matched)
+        - sum(_missed_on_context_alone(r, cutoffs) for r in matched),
         "blank_frames_with_references": len(with_refs),
-        "blank_frames_with_references_discarded": sum(not _kept(r, cutoffs) for r in with_refs),
+        "blank_frames_with_references_discarded": len(with_refs) - sum(_blank_kept(r, cutoffs) for r in with_refs),
         "blank_frames": len(blanks),
         "blank_frames_discarded": sum(not _kept(r, cutoffs) for r in blanks),
         # What a user sees: a blank burst is gone only when every frame is; a blank frame inside an
@@ -115,9 +131,9 @@ def failures(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, list[dict[s
                 "classifier": r.score, "context": None if a is None else a.score,
                 "state": None if a is None else str(a.state), "references": list(r.references)}  # fmt: skip
 
-    lost = [b for b in bursts_of(rows).values() if any(r.y for r in b) and not any(_kept(r, cutoffs) for r in b)]
-    missed = [r for r in rows if r.y and _in_matched_scene(r) and _score(r) < cutoffs.context]
-    kept = [r for r in rows if not r.y and _has_context(r) and _kept(r, cutoffs)]
+    lost = [b for b in bursts_of(rows).values() if _burst_lost(b, cutoffs)]
+    missed = [r for r in rows if _missed_on_context_alone(r, cutoffs)]
+    kept = [r for r in rows if _blank_kept(r, cutoffs)]
     return {
         "animal_bursts_lost": [named(max(b, key=lambda r: r.score or 0.0)) for b in lost],
         "animal_frames_missed_on_context_alone": [named(r) for r in sorted(missed, key=_score)],
@@ -315,12 +331,13 @@ def render_lolo(result: dict[str, Any]) -> None:
         row(fold["held_out"], fold["calibration"], f"{fold['context_cutoff']:.3f}", fold)
     row("pooled (held out)", "", "", result["pooled_held_out"])
     row("classifier alone", "", "", result["classifier_alone"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
     for fold in result["folds"]:
         for f in fold["failures"]["animal_bursts_lost"]:
-            Console().print(f"lost held out ({fold['held_out']}): burst {f['burst']}, best frame {f['path']}"
-                            f" (classifier {f['classifier']}, context {f['context']}, {f['state']})")  # fmt: skip
-    Console().print(
+            console.print(f"lost held out ({fold['held_out']}): burst {f['burst']}, best frame {f['path']}"
+                          f" (classifier {f['classifier']}, context {f['context']}, {f['state']})")  # fmt: skip
+    console.print(
         f"shipping (every group in): calibration {result['shipping_calibration']}, cutoff "
         f"{result['shipping_cutoff']:.3f}, set by {', '.join(result['shipping_chosen_by']) or 'the fallback'}"
     )

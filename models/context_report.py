@@ -21,8 +21,9 @@ from typing import Any
 SHIPPABLE = {"missouri", "wellington_sequences", "owl_burrows", "jaguar_film", "lila_samples"}  # the data's folders
 
 
-def picks(lolo: dict[str, Any], kind: str, count: int) -> list[tuple[str, dict[str, Any]]]:
-    """Up to `count` failures of one kind over the folds, one per camera, in each fold's order."""
+def picks(lolo: dict[str, Any], kind: str, count: int, highest_first: bool) -> list[tuple[str, dict[str, Any]]]:
+    """Up to `count` failures of one kind, worst first over every fold (a kept blank: the highest
+    context score; a missed animal: the lowest), one per camera: each fold lists its own worst first."""
     seen: set[str] = set()
     out = []
     for fold in lolo["folds"]:
@@ -31,8 +32,7 @@ def picks(lolo: dict[str, Any], kind: str, count: int) -> list[tuple[str, dict[s
                 continue
             seen.add(f["camera"])
             out.append((fold["held_out"], f))
-    order = sorted(out, key=lambda x: x[1]["context"], reverse=kind.startswith("blank"))
-    return order[:count]
+    return sorted(out, key=lambda x: x[1]["context"], reverse=highest_first)[:count]
 
 
 def caption(group: str, f: dict[str, Any], what: str) -> str:
@@ -47,9 +47,9 @@ def plot(lolo: dict[str, Any], out: Path, count: int, data: Path = Path("/")) ->
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    rows = [(g, f, "blank kept") for g, f in picks(lolo, "blank_frames_with_references_kept", count)]
-    rows += [(g, f, "animal, context alone missed") for g, f in picks(lolo, "animal_frames_missed_on_context_alone",
-                                                                        count)]  # fmt: skip
+    blanks = picks(lolo, "blank_frames_with_references_kept", count, highest_first=True)
+    animals = picks(lolo, "animal_frames_missed_on_context_alone", count, highest_first=False)
+    rows = [(g, f, "blank kept") for g, f in blanks] + [(g, f, "animal, context alone missed") for g, f in animals]
     if not rows:
         return 0
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 5.4 * len(rows)), squeeze=False)
