@@ -52,6 +52,9 @@ def plot(lolo: dict[str, Any], out: Path, count: int, data: Path = Path("/")) ->
     rows = [(g, f, "blank kept") for g, f in blanks] + [(g, f, "animal, context alone missed") for g, f in animals]
     if not rows:
         return 0
+    missing = [data / p for _, f, _ in rows for p in (f["path"], f["references"][0]) if not (data / p).is_file()]
+    if missing:
+        raise SystemExit(f"{missing[0]}: no such frame ({len(missing)} missing); is --data the folder the JSON names?")
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 5.4 * len(rows)), squeeze=False)
     for (group, f, what), (left, right) in zip(rows, axes, strict=True):
         left.imshow(Image.open(data / f["path"]).convert("RGB"))
