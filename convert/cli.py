@@ -180,6 +180,19 @@ def register(sub: Any) -> None:
     )
     ctx.add_argument("--target-recall", type=float, default=0.97, help="--lolo: burst recall to hold (default 0.97)")
     ctx.add_argument(
+        "--held-out-scores",
+        type=Path,
+        metavar="CSV",
+        help="--lolo: each frame's p from the classifier that never saw its group (models/train.py's "
+        "lolo_scores.csv), in place of the model's, with the veto judged again from them; needs --held-out-cutoffs",
+    )
+    ctx.add_argument(
+        "--held-out-cutoffs",
+        type=Path,
+        metavar="JSON",
+        help="--lolo: each group's held-out classifier cutoff (models/train.py's lolo.json), with --held-out-scores",
+    )
+    ctx.add_argument(
         "--references",
         type=Path,
         metavar="CSV",
@@ -301,6 +314,7 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
         usage_error("eval --context needs --labels CSV (with camera or location columns)")
     if args.seed_blanks < 1 and args.references is None:
         usage_error(f"--seed-blanks {args.seed_blanks}: seed at least 1 known blank")
+    held_out = _held_out_classifier(args)
     defaults = ContextSection()
     frames = read_labels(args.labels)
     classifier = _classifier(args)
@@ -328,7 +342,15 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
                "seed_blanks": args.seed_blanks, "drift_limit": settings.drift_limit}  # fmt: skip
     context_eval.render(result)
     if args.lolo:
-        result["lolo"] = context_lolo.lolo(rows, cutoff, args.target_recall, settings.cutoff)
+        lolo_rows, lolo_cutoff = rows, cutoff
+        if held_out is not None:  # the classifier that never saw each group, at that group's own cutoff
+            try:
+                lolo_rows = context_lolo.held_out_classifier(rows, held_out[0], settings.veto, settings.veto_margin)
+            except context_lolo.HeldOutScoresError as exc:
+                usage_error(f"--held-out-scores: {exc}")
+            lolo_cutoff = held_out[1]
+        result["lolo"] = context_lolo.lolo(lolo_rows, lolo_cutoff, args.target_recall, settings.cutoff)
+        result["lolo"]["held_out_classifier"] = held_out is not None
         context_lolo.render_lolo(result["lolo"])
     if args.decisions:
         context_eval.write_decisions(rows, args.decisions)
@@ -337,6 +359,21 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
+
+
+def _held_out_classifier(args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]] | None:
+    """--held-out-scores and --held-out-cutoffs, read and checked before the replay starts."""
+    from convert import context_lolo
+
+    given = (args.held_out_scores is not None, args.held_out_cutoffs is not None)
+    if not any(given):
+        return None
+    if not all(given) or not args.lolo:
+        usage_error("--held-out-scores and --held-out-cutoffs go together, with --lolo")
+    try:
+        return context_lolo.read_held_out(args.held_out_scores, args.held_out_cutoffs)
+    except (OSError, ValueError, KeyError) as exc:
+        usage_error(f"held-out classifier: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

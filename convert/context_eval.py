@@ -51,6 +51,7 @@ class ReplayFrame:
     verdict: Verdict | None = None  # the judge's call on this frame
     seed: bool = False
     references: tuple[str, ...] = ()  # deployment mode: the frames its burst's fresh bank held, in order
+    reference_modes: tuple[str, ...] = ()  # and each one's lighting mode (the veto reads the frame's mode's)
 
     @property
     def y(self) -> int:
@@ -249,6 +250,7 @@ def deployment(
                                          bursts=[r.burst for r, *_ in picked])  # fmt: skip
                 for row in members:
                     row.references = tuple(str(r.frame.path) for r, *_ in picked)
+                    row.reference_modes = tuple(mode for _, _, mode, _ in picked)
                 judge_burst(judge if picked else plain, camera, burst, members, learn=False)
                 bank.close()
                 bar.advance(task, len(members))

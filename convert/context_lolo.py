@@ -16,16 +16,26 @@ Every choice is made on the groups (the `location` column) other than the one it
 Rescoring needs no new replay: the judge records each compared frame's most changed cell and its
 bank's level (`Assessment.peak`, `.level`), and neither the frame's state (matched, drift, vetoed)
 nor the veto depends on the score. What ships is the same choice with every group in.
+
+The classifier in the replay is the shipped one, which trained on every group: its veto and its
+say under drift are flattered there. `held_out_classifier` puts in its place the classifier that
+never saw the frame's group (the training recipe's out-of-fold scores, `models/train.py`), at that
+group's own held-out classifier cutoff, and judges the veto again from those scores, the frame's
+and its references'. Then nothing in a held-out row was chosen or learnt on its group.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from convert.context_eval import ReplayFrame, bursts_of
 from firmware_app.actions import ContextState, Verdict
+from firmware_app.context import veto_fires
 from firmware_app.context.score import excess_share
 from firmware_app.decision import Cutoffs, frame_decision
 
@@ -33,6 +43,22 @@ from firmware_app.decision import Cutoffs, frame_decision
 SCORE_FORMS: tuple[float | None, ...] = (None, 0.02, 0.05, 0.1, 0.2, 0.4)
 MIN_BURSTS = 10  # the recall target binds at groups with at least this many animal bursts (the issue's rule)
 ON_CONTEXT_ALONE = "animal frames on context alone"  # `chosen_by` when the frame floor set the cutoff
+
+
+class HeldOutScoresError(ValueError):
+    """The out-of-fold scores do not cover the replayed frames."""
+
+
+# The classifier cutoff a group is judged at: one for all, or each group's own held-out one.
+ClassifierCutoff = float | dict[str, float]
+
+
+def cutoff_of(classifier_cutoff: ClassifierCutoff, group: str) -> float:
+    if isinstance(classifier_cutoff, dict):
+        if group not in classifier_cutoff:
+            raise HeldOutScoresError(f"no held-out classifier cutoff for group {group!r}")
+        return classifier_cutoff[group]
+    return classifier_cutoff
 
 
 def _has_context(r: ReplayFrame) -> bool:
@@ -85,6 +111,75 @@ def rescored(rows: list[ReplayFrame], noise_floor: float | None) -> list[ReplayF
             r = replace(r, assessment=replace(a, score=excess_share(a.peak, a.level, noise_floor)))
         out.append(r)
     return out
+
+
+def held_out_classifier(
+    rows: list[ReplayFrame], scores: dict[str, float], veto: float, margin: float
+) -> list[ReplayFrame]:
+    """The rows as a classifier that never saw their group judged them: `scores` (frame path -> p)
+    replaces each frame's p, and the veto is judged again (`firmware_app.context.veto_fires`, the
+    trap's rule) from the frame's new p and the highest new p among its references of its lighting
+    mode. Drift and the context score do not depend on the classifier and stay as recorded. A frame
+    the replay could not read keeps no score (it is kept, as on the trap)."""
+    missing = [str(r.frame.path) for r in rows if r.score is not None and _key(str(r.frame.path)) not in scores]
+    if missing:
+        raise HeldOutScoresError(
+            f"{len(missing)} replayed frames have no held-out score (first: {missing[0]}); the scores must come "
+            "from models/train.py run on the same data (its lolo_scores.csv)"
+        )
+    out = []
+    for r in rows:
+        if r.score is None:
+            out.append(r)
+            continue
+        p = scores[_key(str(r.frame.path))]
+        a = r.assessment
+        if a is not None and a.state in (ContextState.MATCHED, ContextState.VETOED):
+            same_mode = [path for path, mode in zip(r.references, r.reference_modes, strict=True) if mode == a.mode]
+            known = [scores[_key(path)] for path in same_mode if _key(path) in scores]
+            fires = veto_fires(p, max(known) if known else None, veto, margin)
+            a = replace(a, state=ContextState.VETOED if fires else ContextState.MATCHED)
+        out.append(replace(r, score=p, assessment=a))
+    return out
+
+
+def _key(path: str) -> str:
+    """Frames are matched by their resolved path: the recipe and the labels CSV may spell it differently."""
+    return str(Path(path).resolve())
+
+
+def read_held_out(scores_csv: Path, lolo_json: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The recipe's out-of-fold scores (`lolo_scores.csv`: path -> p) and each group's held-out
+    classifier cutoff (`lolo.json`'s `held_out[group].cutoff`, chosen on the other groups). Raises
+    HeldOutScoresError naming the file and what is wrong with it."""
+    scores: dict[str, float] = {}
+    with scores_csv.open(newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            p = _probability(row.get("score"))
+            if not row.get("path") or p is None:
+                raise HeldOutScoresError(f"{scores_csv}, line {line}: needs a path and a score in 0..1")
+            scores[_key(row["path"])] = p
+    try:
+        held_out = json.loads(lolo_json.read_text(encoding="utf-8")).get("held_out")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise HeldOutScoresError(f"{lolo_json}: not JSON of models/train.py's lolo.json ({exc})") from exc
+    if not isinstance(held_out, dict) or not held_out:
+        raise HeldOutScoresError(f"{lolo_json}: no held_out table (made by models/train.py)")
+    cutoffs = {}
+    for group, fold in held_out.items():
+        cutoff = _probability(fold.get("cutoff") if isinstance(fold, dict) else None)
+        if cutoff is None:
+            raise HeldOutScoresError(f"{lolo_json}: held_out.{group}.cutoff is not a number in 0..1")
+        cutoffs[str(group)] = cutoff
+    return scores, cutoffs
+
+
+def _probability(value: Any) -> float | None:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        return None
+    return p if 0.0 <= p <= 1.0 else None  # NaN fails both
 
 
 def _burst_table(rows: list[ReplayFrame], cutoffs: Cutoffs) -> dict[str, Any]:
@@ -199,17 +294,21 @@ def _choose(
 class _Folds:
     """The groups' rows rescored once per calibration, and each group's safe cutoff under it."""
 
-    def __init__(self, groups: dict[str, list[ReplayFrame]], classifier_cutoff: float, target: float) -> None:
+    def __init__(
+        self, groups: dict[str, list[ReplayFrame]], classifier_cutoff: ClassifierCutoff, target: float
+    ) -> None:
         self.groups, self.classifier_cutoff, self.target = groups, classifier_cutoff, target
         self._rows: dict[float | None, dict[str, list[ReplayFrame]]] = {}
         self._safe: dict[float | None, dict[str, float | None]] = {}
 
+    def cc(self, group: str) -> float:
+        """The classifier cutoff `group`'s frames are judged at."""
+        return cutoff_of(self.classifier_cutoff, group)
+
     def rows(self, form: float | None) -> dict[str, list[ReplayFrame]]:
         if form not in self._rows:
             self._rows[form] = {g: rescored(m, form) for g, m in self.groups.items()}
-            self._safe[form] = {
-                g: highest_safe_cutoff(m, self.classifier_cutoff, self.target) for g, m in self._rows[form].items()
-            }
+            self._safe[form] = {g: highest_safe_cutoff(m, self.cc(g), self.target) for g, m in self._rows[form].items()}
         return self._rows[form]
 
     def safe(self, form: float | None) -> dict[str, float | None]:
@@ -234,7 +333,7 @@ class _Folds:
             met, alone, discarded = True, 0, 0
             for inner in among:
                 cutoff, _, _ = self.cutoff(form, among, inner, fallback)
-                t = _burst_table(self.rows(form)[inner], Cutoffs(self.classifier_cutoff, cutoff))
+                t = _burst_table(self.rows(form)[inner], Cutoffs(self.cc(inner), cutoff))
                 if t["animal_bursts"] >= MIN_BURSTS and t["animal_bursts_kept"] < math.ceil(
                     self.target * t["animal_bursts"] - 1e-9
                 ):
@@ -255,14 +354,15 @@ def _form_name(form: float | None) -> str:
 
 def lolo(
     rows: list[ReplayFrame],
-    classifier_cutoff: float,
+    classifier_cutoff: ClassifierCutoff,
     target: float,
     fallback: float,
     forms: tuple[float | None, ...] = SCORE_FORMS,
 ) -> dict[str, Any]:
     """Leave one location out: for each group, the calibration and then the context cutoff are chosen
     on the other groups (module docstring) and reported on the held-out group only. `shipping`: the
-    same choices with every group in."""
+    same choices with every group in. `classifier_cutoff` per group: each group at its own held-out
+    classifier cutoff (with `held_out_classifier`'s rows)."""
     groups: dict[str, list[ReplayFrame]] = {}
     for r in rows:
         groups.setdefault(r.frame.location or r.camera, []).append(r)
@@ -273,8 +373,9 @@ def lolo(
         training = [g for g in names if g != group]
         form, trials = folds_of.choose_form(training, forms, fallback) if training else (forms[0], {})
         cutoff, chosen_by, floor = folds_of.cutoff(form, names, group, fallback)
-        held, chosen = folds_of.rows(form)[group], Cutoffs(classifier_cutoff, cutoff)
-        folds.append({"held_out": group, "noise_floor": form, "calibration": _form_name(form),
+        held, chosen = folds_of.rows(form)[group], Cutoffs(folds_of.cc(group), cutoff)
+        folds.append({"held_out": group, "classifier_cutoff": chosen.classifier, "noise_floor": form,
+                      "calibration": _form_name(form),
                       "calibration_trials": trials, "context_cutoff": cutoff, "chosen_by": chosen_by,
                       "context_alone_floor": floor, **_burst_table(held, chosen),
                       "failures": failures(held, chosen)})  # fmt: skip
@@ -288,7 +389,7 @@ def lolo(
         "highest_safe_cutoff_per_group": folds_of.safe(form),
         "folds": folds,
         "pooled_held_out": pooled,
-        "classifier_alone": _classifier_only(rows, classifier_cutoff),
+        "classifier_alone": _classifier_only(groups, folds_of),
         "shipping_noise_floor": form,
         "shipping_calibration": _form_name(form),
         "shipping_calibration_trials": trials,
@@ -298,18 +399,21 @@ def lolo(
     }
 
 
-def _classifier_only(rows: list[ReplayFrame], classifier_cutoff: float) -> dict[str, Any]:
-    plain = [replace(r, assessment=None) for r in rows]
-    return _burst_table(plain, Cutoffs(classifier_cutoff, 0.5))
+def _classifier_only(groups: dict[str, list[ReplayFrame]], folds_of: _Folds) -> dict[str, Any]:
+    tables = [_burst_table([replace(r, assessment=None) for r in m], Cutoffs(folds_of.cc(g), 0.5))
+              for g, m in groups.items()]  # fmt: skip
+    return {k: sum(t[k] for t in tables) for k in tables[0]} if tables else {}
 
 
 def render_lolo(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    cc = result["classifier_cutoff"]
+    at = "each group's held-out classifier" if isinstance(cc, dict) else f"classifier cutoff {cc:.4f}"
     table = Table(
         title=f"leave one location out: calibration and context cutoff chosen on the other groups for burst "
-        f"recall >= {result['target_burst_recall']:.2f}; classifier cutoff {result['classifier_cutoff']:.4f}"
+        f"recall >= {result['target_burst_recall']:.2f}; {at}"
     )
     for column in ("held out", "calibration", "cutoff", "animal bursts kept", "of them judged by context",
                    "animal frames kept", "on context alone (matched scene)", "blank frames discarded (with references)",

@@ -61,8 +61,33 @@ def test_tune_plot_without_matplotlib_names_the_extra_to_install_before_tuning(m
         (["eval"], "eval needs --labels CSV"),
         (["eval", "--context"], "eval --context needs --labels CSV"),
         (["eval", "--scores", str(LABELS)], "eval --scores needs --cutoff"),
+        (
+            ["eval", "--context", "--labels", str(LABELS), "--lolo", "--held-out-scores", str(LABELS)],
+            "--held-out-scores and --held-out-cutoffs go together, with --lolo",
+        ),
+        (
+            [
+                "eval",
+                "--context",
+                "--labels",
+                str(LABELS),
+                "--lolo",
+                "--held-out-scores",
+                str(LABELS),
+                "--held-out-cutoffs",
+                str(LABELS),
+            ],
+            f"held-out classifier: {LABELS}, line 2: needs a path and a score in 0..1",
+        ),
     ],
-    ids=["tune", "eval", "eval-context", "eval-scores-without-cutoff"],
+    ids=[
+        "tune",
+        "eval",
+        "eval-context",
+        "eval-scores-without-cutoff",
+        "held-out-scores-alone",
+        "held-out-scores-without-scores",
+    ],
 )
 def test_tune_and_eval_without_their_input_are_usage_errors_exit_2(
     run_cli: RunCli, argv: list[str], words: str

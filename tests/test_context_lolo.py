@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from convert.context_eval import ReplayFrame
-from convert.context_lolo import ON_CONTEXT_ALONE, context_alone_floor, lolo, render_lolo
+from convert.context_lolo import (
+    ON_CONTEXT_ALONE,
+    HeldOutScoresError,
+    context_alone_floor,
+    held_out_classifier,
+    lolo,
+    read_held_out,
+    render_lolo,
+)
 from convert.labels import LabelledFrame
 from firmware_app.actions import ContextState
 from firmware_app.context import Assessment
@@ -196,3 +204,78 @@ def test_animals_kept_on_context_alone_come_before_blanks_in_the_calibration_cho
     trials = result["shipping_calibration_trials"]
     assert trials == {"difference": trial(True, 20, 30), "noise floor 0.1": trial(True, 30, 20)}
     assert result["shipping_noise_floor"] == 0.1
+
+
+# -- the classifier that never saw the group (--held-out-scores) -------------------------------------
+def with_references(row: ReplayFrame, refs: dict[str, str]) -> ReplayFrame:
+    """`refs`: reference path -> its lighting mode, as the deployment replay records them."""
+    return replace(row, references=tuple(refs), reference_modes=tuple(refs.values()))
+
+
+def test_a_frame_vetoed_by_the_shipped_classifier_is_judged_by_context_when_the_held_out_one_is_unsure() -> None:
+    """The shipped classifier trained on this place: p 0.99, vetoed. The one that never saw it says
+    0.30: no veto, so context (0.20, under its cutoff) decides, and the animal is lost there."""
+    animal = with_references(frame("trail", "a", "animal", 0.99, ContextState.VETOED, 0.20), {"/trail/r1.jpg": "day"})
+    held = held_out_classifier([animal], {str(animal.frame.path): 0.30, "/trail/r1.jpg": 0.01}, veto=0.5, margin=2.0)
+    assert held[0].score == pytest.approx(0.30)
+    assert held[0].assessment is not None and held[0].assessment.state == ContextState.MATCHED
+    folds = lolo(held + sure_animals("tunnel"), CLASSIFIER_CUTOFF, 0.97, fallback=0.5)["folds"]
+    trail = next(f for f in folds if f["held_out"] == "trail")
+    assert trail["animal_bursts_kept"] == 0  # at the tunnel's floor (0.30), context alone loses it
+    # the same frame with its recorded (flattered) classifier: the veto keeps it
+    flattered = next(f for f in lolo([animal, *sure_animals("tunnel")], CLASSIFIER_CUTOFF, 0.97, 0.5)["folds"]
+                     if f["held_out"] == "trail")  # fmt: skip
+    assert flattered["animal_bursts_kept"] == 1
+
+
+def test_the_held_out_veto_clears_the_margin_over_the_references_of_the_frames_own_lighting_mode() -> None:
+    """p 0.95 (logit 2.94) clears a day reference at 0.2 (logit -1.39) by far more than 2 logits; an
+    IR reference at 0.9 (logit 2.20) is another mode's and does not count. With a day reference at
+    0.9 it no longer clears the margin: the scene is one this classifier calls an animal when empty."""
+    row = frame("trail", "a", "animal", 0.2, ContextState.MATCHED, 0.1)
+    refs = {"/trail/day.jpg": "day", "/trail/ir.jpg": "ir"}
+    scores = {str(row.frame.path): 0.95, "/trail/day.jpg": 0.2, "/trail/ir.jpg": 0.9}
+    (fired,) = held_out_classifier([with_references(row, refs)], scores, veto=0.5, margin=2.0)
+    assert fired.assessment is not None and fired.assessment.state == ContextState.VETOED
+    (refused,) = held_out_classifier([with_references(row, refs)], scores | {"/trail/day.jpg": 0.9}, 0.5, 2.0)
+    assert refused.assessment is not None and refused.assessment.state == ContextState.MATCHED
+
+
+def test_drift_keeps_its_state_and_each_group_is_judged_at_its_own_held_out_classifier_cutoff() -> None:
+    """A drifted blank frame is blank only if the classifier agrees: p 0.05 is under the trail's own
+    held-out cutoff (0.1) but not the tunnel's (0.01)."""
+    trail = frame("trail", "b", "blank", 0.5, ContextState.DRIFT, 0.0)
+    tunnel = frame("tunnel", "b", "blank", 0.5, ContextState.DRIFT, 0.0)
+    rows = held_out_classifier([trail, tunnel], {str(trail.frame.path): 0.05, str(tunnel.frame.path): 0.05}, 0.5, 2.0)
+    assert all(r.assessment is not None and r.assessment.state == ContextState.DRIFT for r in rows)
+    folds = {f["held_out"]: f for f in lolo(rows, {"trail": 0.1, "tunnel": 0.01}, 0.97, fallback=0.5)["folds"]}
+    assert folds["trail"]["classifier_cutoff"] == 0.1 and folds["trail"]["blank_frames_discarded"] == 1
+    assert folds["tunnel"]["classifier_cutoff"] == 0.01 and folds["tunnel"]["blank_frames_discarded"] == 0
+    with pytest.raises(HeldOutScoresError, match="'elsewhere'"):
+        lolo([replace(trail, frame=replace(trail.frame, location="elsewhere"))], {"trail": 0.1}, 0.97, 0.5)
+
+
+def test_a_replayed_frame_without_a_held_out_score_is_named() -> None:
+    row = frame("trail", "a", "animal", 0.9, ContextState.MATCHED, 0.5)
+    with pytest.raises(HeldOutScoresError, match=r"1 replayed frames .*first: /trail/a/"):
+        held_out_classifier([row], {}, 0.5, 2.0)
+
+
+def test_held_out_scores_are_read_from_the_recipes_files_whatever_the_path_spelling(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    scores_csv = tmp_path / "lolo_scores.csv"
+    scores_csv.write_text("path,label,location,sequence,score,gamma,error\n"
+                          f"{tmp_path}/data/../data/a.jpg,animal,trail,s1,0.250000,,\n")  # fmt: skip
+    lolo_json = tmp_path / "lolo.json"
+    lolo_json.write_text('{"held_out": {"trail": {"cutoff": 0.0101, "chosen_by": "wellington"}}}')
+    scores, cutoffs = read_held_out(scores_csv, lolo_json)
+    assert scores == {str((tmp_path / "data" / "a.jpg").resolve()): 0.25} and cutoffs == {"trail": 0.0101}
+    lolo_json.write_text('{"shipping_cutoff": 0.01}')
+    with pytest.raises(HeldOutScoresError, match="no held_out table"):
+        read_held_out(scores_csv, lolo_json)
+    lolo_json.write_text('{"held_out": {"trail": {"cutoff": NaN}}}')
+    with pytest.raises(HeldOutScoresError, match=r"held_out\.trail\.cutoff is not a number in 0\.\.1"):
+        read_held_out(scores_csv, lolo_json)
+    scores_csv.write_text("path,label,location,sequence,score,gamma,error\na.jpg,animal,trail,s1,nan,,\n")
+    with pytest.raises(HeldOutScoresError, match=r"line 2: needs a path and a score in 0\.\.1"):
+        read_held_out(scores_csv, lolo_json)
