@@ -25,6 +25,21 @@ BACKBONES = {
 }  # fmt: skip
 BACKBONE = "lite0"
 STAGES = BACKBONES[BACKBONE]
+# What the head reads of the backbone's last map (`train.py --readout`, measured, not shipped): "plain",
+# the map as it is; "centre", each channel less its mean over the frame's cells (the frame as its own
+# background: a place's overall look cancels, a local change stays); "instnorm", also divided by the
+# channel's spread over the cells.
+READOUTS = ("plain", "centre", "instnorm")
+READOUT = "plain"
+
+
+def read_out(x: torch.Tensor) -> torch.Tensor:
+    if READOUT == "plain":
+        return x
+    centred = x - x.mean(dim=(-2, -1), keepdim=True)
+    if READOUT == "centre":
+        return centred
+    return centred / (centred.square().mean(dim=(-2, -1), keepdim=True) + 1e-3).sqrt()
 
 
 def use_backbone(name: str) -> None:
@@ -90,7 +105,7 @@ class CellNet(nn.Module):
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.cells(self.dropout(self.head(x)))[:, 0]  # [B, GRID, GRID]
+        return self.cells(self.dropout(self.head(read_out(x))))[:, 0]  # [B, GRID, GRID]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.cell_logits(x).amax(dim=(1, 2)))
@@ -141,4 +156,4 @@ def top_logits(net: CellNet, features: torch.Tensor) -> torch.Tensor:
     x = features.float()
     for block in net.blocks[FROZEN:]:
         x = block(x)
-    return net.cells(net.dropout(net.head(x)))[:, 0]
+    return net.cells(net.dropout(net.head(read_out(x))))[:, 0]

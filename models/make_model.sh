@@ -41,12 +41,15 @@ cp "$BUILD/lolo.json" "models/$NAME-lolo.json"
 # Camera context (models/context/, made by models/make_extractor.sh), leave one location out: every
 # burst of the places with cameras judged as a user sets a trap up (3 known blanks of its camera per
 # lighting mode from other bursts), the context cutoff chosen on the other groups and reported on the
-# held-out one; the cutoff with every group in goes into the extractor's card (models/README.md).
+# held-out one; the classifier there is the one that never saw the group (train.py's out-of-fold
+# scores, at the group's held-out cutoff: its veto judged again from them); the cutoff with every
+# group in goes into the extractor's card (models/README.md).
 if [ -f models/context/blankfilter-context-lite0.tflite ]; then
   EXTRACTOR=models/context/blankfilter-context-lite0.tflite
   .venv/bin/python models/evaluation_labels.py --data "$DATA" --out "$BUILD/lolo_labels.csv" --context-lolo
   .venv/bin/blankfilter eval --context --deployment --lolo --model "models/$NAME.tflite" --extractor "$EXTRACTOR" \
-    --labels "$BUILD/lolo_labels.csv" --json "$BUILD/context-lolo.json" --quiet
+    --labels "$BUILD/lolo_labels.csv" --held-out-scores "$BUILD/lolo_scores.csv" --held-out-cutoffs "$BUILD/lolo.json" \
+    --json "$BUILD/context-lolo.json" --quiet
   # The held-out failures, each beside the first reference it was judged against.
   .venv/bin/python models/context_report.py "$BUILD/context-lolo.json" --plot models/blankfilter-context-failures.jpg
   .venv/bin/python - "$EXTRACTOR" "$BUILD/context-lolo.json" "$DATA" <<'PY'
@@ -63,14 +66,16 @@ else:
     card["context_score"] = {"noise_floor": lolo["shipping_noise_floor"]}
 card["metrics"].pop("tune", None)
 card["metrics"]["lolo"] = {
-    "command": "blankfilter eval --context --deployment --lolo --labels models/build/lolo_labels.csv",
+    "command": "blankfilter eval --context --deployment --lolo --labels models/build/lolo_labels.csv "
+    "--held-out-scores models/build/lolo_scores.csv --held-out-cutoffs models/build/lolo.json",
     "labels": "models/evaluation_labels.py: Missouri Panama, Missouri Netherlands, Norway tunnels 1-3, Wellington",
     "protocol": "deployment replay: per burst up to 3 known blanks per lighting mode of the same camera from other "
     "bursts (>= 2 h away where times are known), never the frame or its burst; the score's calibration is the one "
     "that, leave one location out within the other groups, meets the recall target at each and discards the most "
     "blank frames; the context cutoff is the lowest over groups of each group's highest cutoff keeping >= 97 % of "
     "its context-judged animal bursts, and of the cutoff keeping >= 97 % of the groups' animal frames compared in a "
-    "matched scene on context alone (no veto)",
+    "matched scene on context alone (no veto); every frame's classifier p is the out-of-fold score of the model that "
+    "never saw its group (models/train.py), at that group's held-out classifier cutoff, the veto judged from those",
     **{k: lolo[k] for k in ("target_burst_recall", "classifier_cutoff", "calibrations_tried", "shipping_calibration",
                             "shipping_calibration_trials", "highest_safe_cutoff_per_group", "shipping_chosen_by",
                             "shipping_context_alone_floor")},

@@ -303,6 +303,12 @@ def main() -> None:
         choices=sorted(cellnet.BACKBONES),
         help="measurement only for lite1/lite2 (needs --no-final: export_keras.py builds lite0)",
     )
+    parser.add_argument(
+        "--readout",
+        default="plain",
+        choices=cellnet.READOUTS,
+        help="what the head reads of the last map (cellnet.READOUTS); measurement only but plain (needs --no-final)",
+    )
     parser.add_argument("--reuse-features", action="store_true", help="reuse --out's cached frame variants")
     parser.add_argument("--export-only", action="store_true", help="only write weights.npz from weights.pt")
     args = parser.parse_args()
@@ -319,6 +325,9 @@ def main() -> None:
         cellnet.use_backbone(args.backbone)  # every block frozen, as for lite0's default
     else:
         cellnet.FROZEN = args.frozen  # the features are computed through block FROZEN, the rest trains
+    if args.readout != "plain" and not args.no_final:
+        parser.error(f"--readout {args.readout} measures leave one location out only: add --no-final")
+    cellnet.READOUT = args.readout
     trainset.TAIL = frozenset(t for t in args.tail.split(",") if t)
     if unknown := trainset.TAIL - set(trainset.TAILS):
         parser.error(f"--tail {args.tail}: unknown {', '.join(sorted(unknown))}; expected {', '.join(trainset.TAILS)}")
@@ -361,6 +370,7 @@ def main() -> None:
             "seed": SEED,
             "frozen_blocks": cellnet.FROZEN,
             "backbone": cellnet.BACKBONE,
+            "readout": cellnet.READOUT,
         }
         (args.out / "lolo.json").write_text(json.dumps(summary, indent=1) + "\n")
         print_summary(summary)
