@@ -343,13 +343,13 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
     context_eval.render(result)
     if args.lolo:
         lolo_rows, lolo_cutoff = rows, cutoff
-        if held_out is not None:  # the classifier that never saw each group, at that group's own cutoff
-            try:
+        try:
+            if held_out is not None:  # the classifier that never saw each group, at that group's own cutoff
                 lolo_rows = context_lolo.held_out_classifier(rows, held_out[0], settings.veto, settings.veto_margin)
-            except context_lolo.HeldOutScoresError as exc:
-                usage_error(f"--held-out-scores: {exc}")
-            lolo_cutoff = held_out[1]
-        result["lolo"] = context_lolo.lolo(lolo_rows, lolo_cutoff, args.target_recall, settings.cutoff)
+                lolo_cutoff = held_out[1]
+            result["lolo"] = context_lolo.lolo(lolo_rows, lolo_cutoff, args.target_recall, settings.cutoff)
+        except context_lolo.HeldOutScoresError as exc:  # scores or cutoffs of other data than --labels
+            usage_error(f"--held-out-scores: {exc}")
         result["lolo"]["held_out_classifier"] = held_out is not None
         context_lolo.render_lolo(result["lolo"])
     if args.decisions:
@@ -372,7 +372,7 @@ def _held_out_classifier(args: argparse.Namespace) -> tuple[dict[str, float], di
         usage_error("--held-out-scores and --held-out-cutoffs go together, with --lolo")
     try:
         return context_lolo.read_held_out(args.held_out_scores, args.held_out_cutoffs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError) as exc:
         usage_error(f"held-out classifier: {exc}")
 
 

@@ -200,3 +200,44 @@ def test_deployment_replay_and_run_with_the_same_references_decide_every_frame_i
         states |= assert_same_decisions(ran, replayed)
     # The comparison means something only if context actually judged frames here.
     assert "matched" in states, states
+
+
+def held_out_files(tmp_path: Path, labels: Path, groups: list[str]) -> tuple[Path, Path]:
+    """A recipe's out-of-fold scores for every frame of `labels` (animals 0.9, blanks 0.01) and a
+    held-out classifier cutoff (0.05) for each of `groups`, as models/train.py writes them."""
+    scores = tmp_path / "lolo_scores.csv"
+    with labels.open() as fh, scores.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", "label", "location", "sequence", "score", "gamma", "error"])
+        for r in csv.DictReader(fh):
+            p = 0.9 if r["label"] != "blank" else 0.01
+            writer.writerow([labels.parent / r["path"], r["label"], r["location"], r["sequence"], p, "", ""])
+    cutoffs = tmp_path / "lolo.json"
+    cutoffs.write_text(json.dumps({"held_out": {g: {"cutoff": 0.05, "chosen_by": "x"} for g in groups}}))
+    return scores, cutoffs
+
+
+def test_deployment_lolo_judges_with_the_held_out_classifier_given_and_names_a_group_it_lacks(
+    tmp_path: Path, run_cli: RunCli
+) -> None:
+    """With --held-out-scores the LOLO table's classifier is the recipe's out-of-fold one at each
+    group's own cutoff: every blank frame scores 0.01 < 0.05 there, so the classifier alone discards
+    them all (the shipped model at its card's cutoff discards almost none). Cutoffs that lack a group
+    of the labels are a usage error naming it, not a traceback."""
+    _, labels = make_deployment_set(tmp_path)
+    blanks = sum(len(frames) for bursts in DEPLOYED.values() for label, frames in bursts if label == "blank")
+    scores, cutoffs = held_out_files(tmp_path, labels, list(DEPLOYED))
+    out = tmp_path / "lolo.out.json"
+    run_cli("eval", "--context", "--deployment", "--lolo", "--labels", labels, "--held-out-scores", scores,
+            "--held-out-cutoffs", cutoffs, "--json", out, "--quiet", check_rc=0)  # fmt: skip
+    lolo = json.loads(out.read_text())["lolo"]
+    assert lolo["held_out_classifier"] is True
+    assert {f["held_out"]: f["classifier_cutoff"] for f in lolo["folds"]} == {"camA": 0.05, "camB": 0.05}
+    assert lolo["classifier_alone"]["blank_frames_discarded"] == lolo["classifier_alone"]["blank_frames"] == blanks
+    assert lolo["pooled_held_out"]["animal_bursts_kept"] == lolo["pooled_held_out"]["animal_bursts"] == 2
+
+    _, partial = held_out_files(tmp_path, labels, ["camA"])
+    done = run_cli("eval", "--context", "--deployment", "--lolo", "--labels", labels, "--held-out-scores", scores,
+                   "--held-out-cutoffs", partial, "--quiet")  # fmt: skip
+    assert done.returncode == 2 and "no held-out classifier cutoff for group 'camB'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
