@@ -18,8 +18,10 @@ What it trains and why (see models/README.md for the numbers):
   cutoff is the lowest safe cutoff of all groups.
 
 Outputs in --out: `lolo.json` (per-group metrics, safe cutoffs, the shipping cutoff), `lolo_scores.csv`
-(each frame's out-of-fold score), `weights.pt` / `weights.npz` (the shipped network),
-`trainval_labels.csv` (every frame it trained on) and `reference_scores.json` (for the Keras twin).
+(each frame's out-of-fold score; with lolo.json, camera context's leave-one-location-out replay judges
+with them: `eval --context --lolo --held-out-scores --held-out-cutoffs`), `weights.pt` / `weights.npz`
+(the shipped network), `trainval_labels.csv` (every frame it trained on) and `reference_scores.json`
+(for the Keras twin).
 """
 
 from __future__ import annotations
