@@ -183,14 +183,15 @@ def register(sub: Any) -> None:
         "--held-out-scores",
         type=Path,
         metavar="CSV",
-        help="--lolo: each frame's p from the classifier that never saw its group (models/train.py's "
+        help="--deployment --lolo: each frame's p from the classifier that never saw its group (models/train.py's "
         "lolo_scores.csv), in place of the model's, with the veto judged again from them; needs --held-out-cutoffs",
     )
     ctx.add_argument(
         "--held-out-cutoffs",
         type=Path,
         metavar="JSON",
-        help="--lolo: each group's held-out classifier cutoff (models/train.py's lolo.json), with --held-out-scores",
+        help="--deployment --lolo: each group's held-out classifier cutoff (models/train.py's lolo.json), "
+        "with --held-out-scores",
     )
     ctx.add_argument(
         "--references",
@@ -349,7 +350,7 @@ def cmd_eval_context(args: argparse.Namespace) -> int:
                 lolo_cutoff = held_out[1]
             result["lolo"] = context_lolo.lolo(lolo_rows, lolo_cutoff, args.target_recall, settings.cutoff)
         except context_lolo.HeldOutScoresError as exc:  # scores or cutoffs of other data than --labels
-            usage_error(f"--held-out-scores: {exc}")
+            usage_error(f"held-out classifier: {exc}")
         result["lolo"]["held_out_classifier"] = held_out is not None
         context_lolo.render_lolo(result["lolo"])
     if args.decisions:
@@ -368,8 +369,9 @@ def _held_out_classifier(args: argparse.Namespace) -> tuple[dict[str, float], di
     given = (args.held_out_scores is not None, args.held_out_cutoffs is not None)
     if not any(given):
         return None
-    if not all(given) or not args.lolo:
-        usage_error("--held-out-scores and --held-out-cutoffs go together, with --lolo")
+    if not all(given) or not args.lolo or not args.deployment:
+        # only the deployment replay records each frame's references, whose scores the veto needs
+        usage_error("--held-out-scores and --held-out-cutoffs go together, with --lolo and --deployment")
     try:
         return context_lolo.read_held_out(args.held_out_scores, args.held_out_cutoffs)
     except (OSError, ValueError) as exc:

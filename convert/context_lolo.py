@@ -26,7 +26,6 @@ and its references'. Then nothing in a held-out row was chosen or learnt on its 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import replace
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.context_eval import ReplayFrame, bursts_of
+from convert.scoring import read_scores
 from firmware_app.actions import ContextState, Verdict
 from firmware_app.context import veto_fires
 from firmware_app.context.score import excess_share
@@ -153,12 +153,11 @@ def read_held_out(scores_csv: Path, lolo_json: Path) -> tuple[dict[str, float], 
     classifier cutoff (`lolo.json`'s `held_out[group].cutoff`, chosen on the other groups). Raises
     HeldOutScoresError naming the file and what is wrong with it."""
     scores: dict[str, float] = {}
-    with scores_csv.open(newline="", encoding="utf-8") as fh:
-        for line, row in enumerate(csv.DictReader(fh), start=2):
-            p = _probability(row.get("score"))
-            if not row.get("path") or p is None:
-                raise HeldOutScoresError(f"{scores_csv}, line {line}: needs a path and a score in 0..1")
-            scores[_key(row["path"])] = p
+    for line, frame in enumerate(read_scores(scores_csv), start=2):  # eval --scores' reader: its format
+        p = _probability(frame.score)
+        if not frame.path or p is None:
+            raise HeldOutScoresError(f"{scores_csv}, line {line}: needs a path and a score in 0..1")
+        scores[_key(frame.path)] = p
     try:
         held_out = json.loads(lolo_json.read_text(encoding="utf-8")).get("held_out")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:

@@ -19,7 +19,7 @@ What it trains and why (see models/README.md for the numbers):
 
 Outputs in --out: `lolo.json` (per-group metrics, safe cutoffs, the shipping cutoff), `lolo_scores.csv`
 (each frame's out-of-fold score; with lolo.json, camera context's leave-one-location-out replay judges
-with them: `eval --context --lolo --held-out-scores --held-out-cutoffs`), `weights.pt` / `weights.npz`
+with them: `eval --context --deployment --lolo --held-out-scores …`), `weights.pt` / `weights.npz`
 (the shipped network), `trainval_labels.csv` (every frame it trained on) and `reference_scores.json`
 (for the Keras twin).
 """

@@ -54,6 +54,11 @@ def test_tune_plot_without_matplotlib_names_the_extra_to_install_before_tuning(m
     assert not (model_copy.parent / "c.png").exists()
 
 
+LOLO = ["eval", "--context", "--labels", str(LABELS), "--lolo"]
+HELD_OUT = ["--held-out-scores", str(LABELS), "--held-out-cutoffs", str(LABELS)]  # a labels CSV: no scores
+HELD_OUT_TOGETHER = "--held-out-scores and --held-out-cutoffs go together, with --lolo and --deployment"
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
@@ -61,24 +66,13 @@ def test_tune_plot_without_matplotlib_names_the_extra_to_install_before_tuning(m
         (["eval"], "eval needs --labels CSV"),
         (["eval", "--context"], "eval --context needs --labels CSV"),
         (["eval", "--scores", str(LABELS)], "eval --scores needs --cutoff"),
+        ([*LOLO, "--held-out-scores", str(LABELS)], HELD_OUT_TOGETHER),
         (
-            ["eval", "--context", "--labels", str(LABELS), "--lolo", "--held-out-scores", str(LABELS)],
-            "--held-out-scores and --held-out-cutoffs go together, with --lolo",
-        ),
-        (
-            [
-                "eval",
-                "--context",
-                "--labels",
-                str(LABELS),
-                "--lolo",
-                "--held-out-scores",
-                str(LABELS),
-                "--held-out-cutoffs",
-                str(LABELS),
-            ],
+            [*LOLO, "--deployment", *HELD_OUT],
             f"held-out classifier: {LABELS}, line 2: needs a path and a score in 0..1",
         ),
+        # the time-order replay does not record each frame's references, which the veto needs
+        ([*LOLO, *HELD_OUT], HELD_OUT_TOGETHER),
     ],
     ids=[
         "tune",
@@ -87,6 +81,7 @@ def test_tune_plot_without_matplotlib_names_the_extra_to_install_before_tuning(m
         "eval-scores-without-cutoff",
         "held-out-scores-alone",
         "held-out-scores-without-scores",
+        "held-out-scores-without-deployment",
     ],
 )
 def test_tune_and_eval_without_their_input_are_usage_errors_exit_2(
